@@ -1,0 +1,1 @@
+"""Pure domain types and rules: money, rates, subsidy split, allocation state. No I/O."""

@@ -1,0 +1,126 @@
+"""Organisations, users and API tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+
+from sqlalchemy import select
+
+from aisc.domain.errors import AuthenticationFailed, Conflict, NotFound, ValidationError
+from aisc.domain.model import OrgCategory, Role
+from aisc.services.context import Actor, utcnow
+from aisc.store.tables import ApiToken, Organisation, User
+from aisc.store.uow import UnitOfWork
+
+TOKEN_PREFIX = "aisc_"
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def hash_token(token: str) -> str:
+    """Tokens are random and long, so one SHA-256 is enough; only the hash is stored."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_organisation(
+    uow: UnitOfWork, actor: Actor, name: str, category: str, sector: str = ""
+) -> Organisation:
+    actor.require(Role.OPERATOR)
+    name = name.strip()
+    if not name:
+        raise ValidationError("an organisation needs a name")
+    try:
+        cat = OrgCategory(category)
+    except ValueError:
+        allowed = ", ".join(c.value for c in OrgCategory)
+        raise ValidationError(f"unknown category {category!r}; use one of {allowed}") from None
+    with uow:
+        if uow.session.scalar(select(Organisation).where(Organisation.name == name)):
+            raise Conflict(f"an organisation named {name!r} exists already")
+        org = Organisation(name=name, category=cat.value, sector=sector.strip())
+        uow.session.add(org)
+        uow.commit()
+        return org
+
+
+def list_organisations(uow: UnitOfWork, actor: Actor) -> list[Organisation]:
+    with uow:
+        query = select(Organisation).order_by(Organisation.id)
+        if not actor.can_see_org(-1):
+            query = query.where(Organisation.id == actor.org_id)
+        return list(uow.session.scalars(query))
+
+
+def create_user(
+    uow: UnitOfWork, actor: Actor, name: str, email: str, role: str, org_id: int | None = None
+) -> User:
+    actor.require(Role.OPERATOR)
+    try:
+        user_role = Role(role)
+    except ValueError:
+        allowed = ", ".join(r.value for r in Role)
+        raise ValidationError(f"unknown role {role!r}; use one of {allowed}") from None
+    email = email.strip().lower()
+    if not EMAIL.match(email):
+        raise ValidationError(f"{email!r} is not an email address")
+    if not name.strip():
+        raise ValidationError("a user needs a name")
+    if user_role == Role.APPLICANT and org_id is None:
+        raise ValidationError("an applicant must belong to an organisation")
+    with uow:
+        if org_id is not None and uow.session.get(Organisation, org_id) is None:
+            raise NotFound(f"organisation {org_id} does not exist")
+        if uow.session.scalar(select(User).where(User.email == email)):
+            raise Conflict(f"a user with email {email} exists already")
+        user = User(name=name.strip(), email=email, role=user_role.value, org_id=org_id)
+        uow.session.add(user)
+        uow.commit()
+        return user
+
+
+def list_users(uow: UnitOfWork, actor: Actor) -> list[User]:
+    actor.require(Role.OPERATOR)
+    with uow:
+        return list(uow.session.scalars(select(User).order_by(User.id)))
+
+
+def issue_token(uow: UnitOfWork, actor: Actor, user_id: int, label: str = "") -> str:
+    """A new API token for a user; the plain token is returned once and never stored."""
+    if actor.user_id != user_id:
+        actor.require(Role.OPERATOR)
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    with uow:
+        if uow.session.get(User, user_id) is None:
+            raise NotFound(f"user {user_id} does not exist")
+        uow.session.add(ApiToken(user_id=user_id, token_hash=hash_token(token), label=label))
+        uow.commit()
+    return token
+
+
+def revoke_token(uow: UnitOfWork, actor: Actor, token: str) -> None:
+    with uow:
+        row = uow.session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
+        if row is None:
+            raise NotFound("no such token")
+        if row.user_id != actor.user_id:
+            actor.require(Role.OPERATOR)
+        row.revoked_at = utcnow()
+        uow.commit()
+
+
+def authenticate(uow: UnitOfWork, token: str | None) -> Actor:
+    if not token:
+        raise AuthenticationFailed("an API token is required (Authorization: Bearer <token>)")
+    with uow:
+        row = uow.session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
+        if row is None or row.revoked_at is not None:
+            raise AuthenticationFailed("the API token is not valid")
+        user = uow.session.get(User, row.user_id)
+        if user is None or not user.active:
+            raise AuthenticationFailed("the API token's user is not active")
+        return actor_for(user)
+
+
+def actor_for(user: User) -> Actor:
+    return Actor(user_id=user.id, role=Role(user.role), org_id=user.org_id, name=user.name)

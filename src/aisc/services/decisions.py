@@ -1,0 +1,144 @@
+"""Committee decisions. Approval commits the award from the fund and opens an allocation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+
+from sqlalchemy import func, select
+
+from aisc.domain.errors import Conflict, NotFound, ValidationError
+from aisc.domain.model import ApplicationStatus, Role
+from aisc.domain.money import SECONDS_PER_HOUR, award_commitment_cents, format_rate
+from aisc.ledger import accounts as acc
+from aisc.ledger import operations as ops
+from aisc.services.context import Actor, Clock, utcnow
+from aisc.services.rates import price_at
+from aisc.store.tables import Allocation, Application, Decision, Review, Scheme
+from aisc.store.uow import UnitOfWork
+
+
+@dataclass(frozen=True)
+class Approval:
+    gpu_hours: int
+    starts_on: date
+    ends_on: date
+    rate_bp: int | None = None  # None: the scheme's default rate
+    rate_reason: str = ""
+    conditions: str = ""
+
+
+def day_start(d: date) -> datetime:
+    return datetime.combine(d, time.min, tzinfo=UTC)
+
+
+def approve(
+    uow: UnitOfWork, actor: Actor, application_id: int, terms: Approval, clock: Clock = utcnow
+) -> Allocation:
+    actor.require(Role.OPERATOR)
+    if terms.gpu_hours <= 0:
+        raise ValidationError("an award must grant some GPU-hours")
+    if terms.ends_on <= terms.starts_on:
+        raise ValidationError("an award must end after it starts")
+    with uow:
+        uow.ledger.lock()  # fund checks and the award's posting see one consistent balance
+        application = _decidable(uow, application_id)
+        scheme = uow.session.get(Scheme, application.scheme_id)
+        assert scheme is not None
+        rate_bp = scheme.default_rate_bp if terms.rate_bp is None else terms.rate_bp
+        if not 0 <= rate_bp <= scheme.max_rate_bp:
+            raise ValidationError(
+                f"subsidy rate {format_rate(rate_bp)} is above the scheme's maximum "
+                f"{format_rate(scheme.max_rate_bp)}"
+            )
+        if rate_bp > scheme.default_rate_bp and not terms.rate_reason.strip():
+            raise ValidationError(
+                f"a rate above the default {format_rate(scheme.default_rate_bp)} needs a "
+                "written reason"
+            )
+        if terms.starts_on < scheme.starts_on or terms.ends_on > scheme.ends_on:
+            raise ValidationError(
+                f"the award must fall within the scheme's {scheme.starts_on} to {scheme.ends_on}"
+            )
+        reviews = uow.session.scalar(
+            select(func.count()).select_from(Review).where(Review.application_id == application.id)
+        )
+        if (reviews or 0) < scheme.min_reviews:
+            raise Conflict(
+                f"application {application.id} has {reviews} of the {scheme.min_reviews} "
+                "reviews the scheme requires"
+            )
+        starts_at = day_start(terms.starts_on)
+        # the list price when the award can first be used: prices are never retroactive
+        price = price_at(uow.session, application.gpu_model, max(starts_at, clock()))
+        commitment = award_commitment_cents(terms.gpu_hours, price, rate_bp)
+        allocation = Allocation(
+            application_id=application.id,
+            scheme_id=scheme.id,
+            org_id=application.org_id,
+            name=application.title,
+            gpu_model=application.gpu_model,
+            gpu_hours=terms.gpu_hours,
+            rate_bp=rate_bp,
+            price_cents_per_gpu_hour=price,
+            commitment_cents=commitment,
+            starts_at=starts_at,
+            # the end date is inclusive: the allocation runs to the end of that day
+            ends_at=day_start(terms.ends_on) + timedelta(days=1),
+            conditions=terms.conditions.strip(),
+        )
+        uow.session.add(allocation)
+        uow.session.flush()
+        ref = ops.AllocationRef(scheme.id, allocation.id, application.org_id)
+        balances = uow.ledger.balances([acc.scheme_available(scheme.id)])
+        uow.ledger.append(
+            ops.commit_award(ref, commitment, terms.gpu_hours * SECONDS_PER_HOUR, balances)
+        )
+        application.status = ApplicationStatus.APPROVED.value
+        uow.session.add(
+            Decision(
+                application_id=application.id,
+                decided_by=actor.user_id,
+                outcome=ApplicationStatus.APPROVED.value,
+                conditions=terms.conditions.strip(),
+                rate_reason=terms.rate_reason.strip(),
+            )
+        )
+        uow.commit()
+        return allocation
+
+
+def reject(uow: UnitOfWork, actor: Actor, application_id: int, reasons: str) -> Decision:
+    actor.require(Role.OPERATOR)
+    if not reasons.strip():
+        raise ValidationError("a rejection needs its reasons")
+    with uow:
+        application = _decidable(uow, application_id)
+        application.status = ApplicationStatus.REJECTED.value
+        decision = Decision(
+            application_id=application.id,
+            decided_by=actor.user_id,
+            outcome=ApplicationStatus.REJECTED.value,
+            reasons=reasons.strip(),
+        )
+        uow.session.add(decision)
+        uow.commit()
+        return decision
+
+
+def get_decision(uow: UnitOfWork, actor: Actor, application_id: int) -> Decision | None:
+    with uow:
+        application = uow.session.get(Application, application_id)
+        if application is None:
+            raise NotFound(f"application {application_id} does not exist")
+        actor.require_org(application.org_id)
+        return uow.session.scalar(select(Decision).where(Decision.application_id == application_id))
+
+
+def _decidable(uow: UnitOfWork, application_id: int) -> Application:
+    application = uow.session.get(Application, application_id)
+    if application is None:
+        raise NotFound(f"application {application_id} does not exist")
+    if application.status != ApplicationStatus.SUBMITTED.value:
+        raise Conflict(f"application {application_id} is already {application.status}")
+    return application

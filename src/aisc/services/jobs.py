@@ -1,0 +1,161 @@
+"""Jobs: submission (with every check that can refuse it up front), cancellation, queue and logs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from aisc.domain.errors import Conflict, NotFound, OverQuota, PermissionDenied, ValidationError
+from aisc.domain.model import MAX_TIME_LIMIT_S, JobState, Role
+from aisc.ledger import accounts as acc
+from aisc.services.allocations import check_open
+from aisc.services.context import Actor, Clock, utcnow
+from aisc.services.rates import price_at
+from aisc.store.tables import Allocation, Job, Node
+from aisc.store.uow import UnitOfWork
+
+MAX_ARGV = 256
+MAX_ARG_LEN = 8192
+PRIORITY_RANGE = range(-10, 11)  # applicants may lower theirs; only operators raise a job above 0
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    allocation_id: int
+    argv: Sequence[str]
+    gpus: int
+    time_limit_s: int
+    name: str = ""
+    priority: int = 0
+
+
+def submit_job(uow: UnitOfWork, actor: Actor, req: JobRequest, clock: Clock = utcnow) -> Job:
+    actor.require(Role.APPLICANT, Role.OPERATOR)
+    _check_request(actor, req)
+    now = clock()
+    with uow:
+        allocation = uow.session.get(Allocation, req.allocation_id)
+        if allocation is None:
+            raise NotFound(f"allocation {req.allocation_id} does not exist")
+        actor.require_org(allocation.org_id)
+        check_open(allocation, now)
+        _check_fits_inventory(uow.session, allocation.gpu_model, req.gpus)
+        price_at(uow.session, allocation.gpu_model, now)
+        needed = req.gpus * req.time_limit_s
+        room = uow.ledger.balance(
+            acc.gpu_available(allocation.scheme_id, allocation.id), acc.Unit.GPU_S
+        )
+        if needed > room:
+            raise OverQuota(
+                f"{req.gpus} GPUs for {req.time_limit_s} s is {needed / 3600:.2f} GPU-hours; "
+                f"allocation {allocation.id} has {room / 3600:.2f} GPU-hours left"
+            )
+        job = Job(
+            allocation_id=allocation.id,
+            user_id=actor.user_id,
+            name=(req.name or os.path.basename(req.argv[0])).strip()[:200],
+            argv=list(req.argv),
+            gpus=req.gpus,
+            gpu_model=allocation.gpu_model,
+            time_limit_s=req.time_limit_s,
+            priority=req.priority,
+            state=JobState.QUEUED.value,
+            submitted_at=now,
+        )
+        uow.session.add(job)
+        uow.commit()
+        return job
+
+
+def _check_request(actor: Actor, req: JobRequest) -> None:
+    if not req.argv or not all(isinstance(a, str) for a in req.argv):
+        raise ValidationError("a job needs a command (a non-empty list of strings)")
+    if not req.argv[0].strip():
+        raise ValidationError("a job's command cannot be empty")
+    if len(req.argv) > MAX_ARGV or any(len(a) > MAX_ARG_LEN for a in req.argv):
+        raise ValidationError("the command is too long")
+    if any("\x00" in a for a in req.argv):
+        raise ValidationError("the command cannot contain NUL characters")
+    if req.gpus < 1:
+        raise ValidationError("a job needs at least one GPU")
+    if not 1 <= req.time_limit_s <= MAX_TIME_LIMIT_S:
+        raise ValidationError(f"the time limit must be 1 s to {MAX_TIME_LIMIT_S // 86400} days")
+    if req.priority not in PRIORITY_RANGE:
+        raise ValidationError("priority must be between -10 and 10")
+    if req.priority > 0 and actor.role != Role.OPERATOR:
+        raise PermissionDenied("only operators can raise a job's priority above 0")
+
+
+def _check_fits_inventory(session: Session, gpu_model: str, gpus: int) -> None:
+    largest = session.scalar(select(func.max(Node.gpus)).where(Node.gpu_model == gpu_model))
+    if largest is None:
+        raise ValidationError(f"the cluster has no nodes with {gpu_model} GPUs")
+    total = session.scalar(select(func.sum(Node.gpus)).where(Node.gpu_model == gpu_model)) or 0
+    if gpus > total:
+        raise ValidationError(
+            f"{gpus} GPUs is more than the cluster has ({total} {gpu_model} GPUs in all)"
+        )
+    if gpus > largest:
+        raise ValidationError(
+            f"{gpus} GPUs is more than any {gpu_model} node has ({largest}); "
+            "multi-node jobs are not supported by this scheduler"
+        )
+
+
+def cancel_job(uow: UnitOfWork, actor: Actor, job_id: int, clock: Clock = utcnow) -> Job:
+    """A queued job is cancelled at once; a running one is stopped by the controller, which
+    then charges what it ran."""
+    actor.require(Role.APPLICANT, Role.OPERATOR)
+    with uow:
+        job = _visible_job(uow, actor, job_id)
+        state = JobState(job.state)
+        if state.is_final:
+            raise Conflict(f"job {job_id} has already ended ({job.state})")
+        if state == JobState.QUEUED:
+            job.state = JobState.CANCELLED.value
+            job.ended_at = clock()
+            job.reason = f"cancelled by {actor.name} before it started"
+        else:
+            job.cancel_requested = True
+            job.reason = f"cancel requested by {actor.name}"
+        uow.commit()
+        return job
+
+
+def list_jobs(
+    uow: UnitOfWork,
+    actor: Actor,
+    states: Sequence[str] = (),
+    allocation_id: int | None = None,
+    limit: int = 500,
+) -> list[Job]:
+    actor.require(Role.APPLICANT, Role.OPERATOR, Role.FUNDER)
+    with uow:
+        query = select(Job).order_by(Job.id.desc()).limit(limit)
+        if actor.role == Role.APPLICANT:
+            query = query.join(Allocation).where(Allocation.org_id == actor.org_id)
+        if states:
+            query = query.where(Job.state.in_(list(states)))
+        if allocation_id is not None:
+            query = query.where(Job.allocation_id == allocation_id)
+        return list(uow.session.scalars(query))
+
+
+def get_job(uow: UnitOfWork, actor: Actor, job_id: int) -> Job:
+    with uow:
+        return _visible_job(uow, actor, job_id)
+
+
+def _visible_job(uow: UnitOfWork, actor: Actor, job_id: int) -> Job:
+    actor.require(Role.APPLICANT, Role.OPERATOR, Role.FUNDER)
+    job = uow.session.get(Job, job_id)
+    if job is None:
+        raise NotFound(f"job {job_id} does not exist")
+    allocation = uow.session.get(Allocation, job.allocation_id)
+    assert allocation is not None
+    actor.require_org(allocation.org_id)
+    return job
