@@ -83,7 +83,9 @@ def add_org(centre: Centre, name: str, category: str = "university") -> Actor:
     return centre.applicants[name]
 
 
-def application_request(scheme_id: int, gpu_hours: int = 100, **overrides: object) -> ApplicationRequest:
+def application_request(
+    scheme_id: int, gpu_hours: int = 100, **overrides: object
+) -> ApplicationRequest:
     today = datetime.now().date()
     fields: dict[str, object] = {
         "scheme_id": scheme_id,
@@ -105,7 +107,11 @@ def application_request(scheme_id: int, gpu_hours: int = 100, **overrides: objec
 
 
 def award(
-    centre: Centre, org_name: str, gpu_hours: int = 100, rate_bp: int | None = None, reason: str = ""
+    centre: Centre,
+    org_name: str,
+    gpu_hours: int = 100,
+    rate_bp: int | None = None,
+    reason: str = "",
 ) -> int:
     """Apply, review twice, approve: returns the allocation id."""
     applicant = centre.applicants.get(org_name) or add_org(centre, org_name)

@@ -9,14 +9,21 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
+from aisc.api.app import create_app
+from aisc.config import Settings
 from aisc.ledger.transaction import GENESIS_HASH
+from aisc.runtime import Runtime
+from aisc.services import accounts
+from aisc.services.context import SYSTEM, Actor
 from aisc.store.db import make_engine, make_session_factory
 from aisc.store.migrate import upgrade
 from aisc.store.tables import Base
 from aisc.store.uow import UnitOfWork
+from tests.servers import serve_in_thread
 
 UowFactory = Callable[[], UnitOfWork]
 
@@ -87,3 +94,45 @@ def aisc_home(tmp_path: Path) -> Path:
     home = tmp_path / "home"
     home.mkdir()
     return home
+
+
+@pytest.fixture
+def runtime(database_url: str, engine: Engine, tmp_path: Path) -> Iterator[Runtime]:
+    reset_database(engine)
+    settings = Settings(
+        home=tmp_path / "aisc-home",
+        database_url=database_url,
+        inventory="2x8xH800",
+        detect_gpus=False,
+        controller_interval_s=0.1,
+        kill_grace_s=1.0,
+    )
+    rt = Runtime.build(settings, migrate=False)
+    yield rt
+    rt.close()
+
+
+@pytest.fixture
+def client(runtime: Runtime) -> Iterator[TestClient]:
+    with TestClient(create_app(runtime, run_controller=False)) as c:
+        yield c
+
+
+@pytest.fixture
+def live_server(runtime: Runtime) -> Iterator[str]:
+    with serve_in_thread(runtime) as url:
+        yield url
+
+
+TokenFor = Callable[[Actor], dict[str, str]]
+
+
+@pytest.fixture
+def auth(runtime: Runtime) -> TokenFor:
+    """Authorization headers for an actor, with a freshly issued token."""
+
+    def headers(actor: Actor) -> dict[str, str]:
+        token = accounts.issue_token(runtime.uow(), SYSTEM, actor.user_id, "test")
+        return {"Authorization": f"Bearer {token}"}
+
+    return headers

@@ -75,7 +75,7 @@ def validate_rubric(weights: Mapping[str, int]) -> dict[str, int]:
             raise ValidationError("rubric criterion names cannot be empty")
         if key in clean:
             raise ValidationError(f"rubric criterion {key!r} appears twice")
-        if not isinstance(weight, int) or weight <= 0:
+        if not isinstance(weight, int) or isinstance(weight, bool) or weight <= 0:
             raise ValidationError(f"rubric weight of {key!r} must be a positive whole number")
         clean[key] = weight
     total = sum(clean.values())
@@ -93,7 +93,11 @@ def validate_scores(rubric: Mapping[str, int], scores: Mapping[str, int]) -> dic
     if unknown:
         raise ValidationError(f"unknown criteria: {', '.join(unknown)}")
     for name, score in scores.items():
-        if not isinstance(score, int) or not SCORE_MIN <= score <= SCORE_MAX:
+        if (
+            not isinstance(score, int)
+            or isinstance(score, bool)
+            or not SCORE_MIN <= score <= SCORE_MAX
+        ):
             raise ValidationError(
                 f"score for {name!r} must be a whole number from {SCORE_MIN} to {SCORE_MAX}"
             )

@@ -17,7 +17,7 @@ class PriorityFirstFit:
         free = {n.name: sorted(n.free_gpus) for n in nodes}
         model_of = {n.name: n.gpu_model for n in nodes}
         placements: list[Placement] = []
-        for job in sorted(pending, key=lambda j: (-j.priority, j.submitted_at, j.job_id)):
+        for job in sorted(pending, key=queue_order):
             fits = [
                 name
                 for name, gpus in free.items()
@@ -31,3 +31,8 @@ class PriorityFirstFit:
             free[node] = free[node][job.gpus :]
             placements.append(Placement(job_id=job.job_id, node=node, gpu_indices=taken))
         return placements
+
+
+def queue_order(job: PendingJob) -> tuple[int, float, int]:
+    """The order this policy considers jobs in: higher priority first, then oldest, then id."""
+    return (-job.priority, job.submitted_at, job.job_id)

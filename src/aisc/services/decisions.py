@@ -126,13 +126,24 @@ def reject(uow: UnitOfWork, actor: Actor, application_id: int, reasons: str) -> 
         return decision
 
 
-def get_decision(uow: UnitOfWork, actor: Actor, application_id: int) -> Decision | None:
+def get_decision(
+    uow: UnitOfWork, actor: Actor, application_id: int
+) -> tuple[Decision, int | None] | None:
+    """The decision on an application and the allocation it opened, if any."""
     with uow:
         application = uow.session.get(Application, application_id)
         if application is None:
             raise NotFound(f"application {application_id} does not exist")
         actor.require_org(application.org_id)
-        return uow.session.scalar(select(Decision).where(Decision.application_id == application_id))
+        decision = uow.session.scalar(
+            select(Decision).where(Decision.application_id == application_id)
+        )
+        if decision is None:
+            return None
+        allocation_id = uow.session.scalar(
+            select(Allocation.id).where(Allocation.application_id == application_id)
+        )
+        return decision, allocation_id
 
 
 def _decidable(uow: UnitOfWork, application_id: int) -> Application:

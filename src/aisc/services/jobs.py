@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from aisc.backends.base import LogStream
 from aisc.domain.errors import Conflict, NotFound, OverQuota, PermissionDenied, ValidationError
 from aisc.domain.model import MAX_TIME_LIMIT_S, JobState, Role
 from aisc.ledger import accounts as acc
+from aisc.scheduler.interface import PendingJob
+from aisc.scheduler.simple import queue_order
 from aisc.services.allocations import check_open
 from aisc.services.context import Actor, Clock, utcnow
 from aisc.services.rates import price_at
@@ -159,3 +163,74 @@ def _visible_job(uow: UnitOfWork, actor: Actor, job_id: int) -> Job:
     assert allocation is not None
     actor.require_org(allocation.org_id)
     return job
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    position: int | None  # 1-based place among queued jobs; None once running
+    job: Job
+
+
+def queue(uow: UnitOfWork, actor: Actor) -> list[QueueEntry]:
+    """Running jobs, then queued jobs in the order the scheduler considers them."""
+    actor.require(Role.APPLICANT, Role.OPERATOR, Role.FUNDER)
+    with uow:
+        live = list(
+            uow.session.scalars(
+                select(Job).where(Job.state.in_([s.value for s in LIVE_STATES])).order_by(Job.id)
+            )
+        )
+        own: set[int] | None = None
+        if actor.role == Role.APPLICANT:
+            own = set(
+                uow.session.scalars(select(Allocation.id).where(Allocation.org_id == actor.org_id))
+            )
+    running = [QueueEntry(None, j) for j in live if j.state != JobState.QUEUED.value]
+    waiting = sorted(
+        (j for j in live if j.state == JobState.QUEUED.value),
+        key=lambda j: queue_order(_pending(j)),
+    )
+    ranked = [QueueEntry(i, j) for i, j in enumerate(waiting, start=1)]
+    # positions are global, so an applicant sees where their jobs stand among everyone's
+    return [e for e in running + ranked if own is None or e.job.allocation_id in own]
+
+
+LIVE_STATES = (JobState.QUEUED, JobState.STARTING, JobState.RUNNING)
+
+
+def _pending(job: Job) -> PendingJob:
+    return PendingJob(
+        job_id=job.id,
+        project=job.allocation_id,
+        gpus=job.gpus,
+        gpu_model=job.gpu_model,
+        priority=job.priority,
+        submitted_at=job.submitted_at.timestamp(),
+        time_limit_s=job.time_limit_s,
+    )
+
+
+LOG_TAIL_MAX = 1_000_000
+
+
+def job_log(
+    uow: UnitOfWork,
+    actor: Actor,
+    job_id: int,
+    stream: str,
+    log_path: Callable[[int, LogStream], Path],
+    tail_bytes: int = 64_000,
+) -> str:
+    """The last `tail_bytes` of a job's stdout or stderr."""
+    if stream not in ("stdout", "stderr"):
+        raise ValidationError("stream must be stdout or stderr")
+    if not 1 <= tail_bytes <= LOG_TAIL_MAX:
+        raise ValidationError(f"tail must be 1 to {LOG_TAIL_MAX} bytes")
+    get_job(uow, actor, job_id)
+    path = log_path(job_id, "stdout" if stream == "stdout" else "stderr")
+    if not path.exists():
+        return ""
+    with path.open("rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        f.seek(max(0, size - tail_bytes))
+        return f.read().decode("utf-8", errors="replace")

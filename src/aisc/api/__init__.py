@@ -1,0 +1,1 @@
+"""HTTP API (FastAPI): thin routers that validate, call services and map errors."""

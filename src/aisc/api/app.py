@@ -1,0 +1,58 @@
+"""The FastAPI application: versioned routers under /api/v1, problem details for every error."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+from sqlalchemy import text
+
+from aisc import __version__
+from aisc.api import problems
+from aisc.api.deps import RuntimeDep
+from aisc.api.routes import accounting, compute, funding, people, review
+from aisc.api.schemas import HealthOut
+from aisc.runtime import Runtime
+
+API_PREFIX = "/api/v1"
+
+
+def create_app(runtime: Runtime, run_controller: bool = True) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if run_controller:
+            runtime.start_controller()
+        try:
+            yield
+        finally:
+            runtime.stop_controller()
+
+    app = FastAPI(
+        title="aisc",
+        version=__version__,
+        description="Apply, review, award, run jobs, meter, subsidise and invoice GPU compute "
+        "at a publicly subsidised AI supercomputing centre.",
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    problems.install(app)
+
+    api = APIRouter(prefix=API_PREFIX)
+    api.add_api_route("/health", health, methods=["GET"], response_model=HealthOut, tags=["meta"])
+    for module in (people, funding, review, compute, accounting):
+        api.include_router(module.router)
+    app.include_router(api)
+    return app
+
+
+def health(runtime: RuntimeDep) -> HealthOut:
+    """No token needed: for load balancers and `aisc status`."""
+    with runtime.engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+    return HealthOut(
+        status="ok",
+        database=runtime.engine.dialect.name,
+        backend=runtime.backend.name,
+        controller=runtime.controller_running,
+    )

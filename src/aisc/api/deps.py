@@ -1,0 +1,41 @@
+"""Dependencies shared by the routers: the runtime, a unit of work and the caller."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from aisc.runtime import Runtime
+from aisc.services import accounts
+from aisc.services.context import Actor
+from aisc.store.uow import UnitOfWork
+
+bearer = HTTPBearer(auto_error=False, description="An aisc API token")
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def get_uow(runtime: RuntimeDep) -> UnitOfWork:
+    return runtime.uow()
+
+
+UowDep = Annotated[UnitOfWork, Depends(get_uow)]
+
+
+def get_actor(
+    runtime: RuntimeDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Actor:
+    token = credentials.credentials if credentials else None
+    return accounts.authenticate(runtime.uow(), token)
+
+
+ActorDep = Annotated[Actor, Depends(get_actor)]

@@ -1,0 +1,127 @@
+"""Allocations, jobs, the queue and the cluster's nodes."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Query, status
+from fastapi.responses import PlainTextResponse
+
+from aisc.api.deps import ActorDep, RuntimeDep, UowDep
+from aisc.api.schemas import AllocationOut, JobIn, JobOut, NodeOut, QueueEntryOut
+from aisc.domain.money import format_rate
+from aisc.services import allocations, jobs, nodes
+from aisc.services.allocations import AllocationBalance
+
+router = APIRouter(tags=["compute"])
+
+
+def allocation_out(b: AllocationBalance) -> AllocationOut:
+    a = b.allocation
+    return AllocationOut(
+        id=a.id,
+        application_id=a.application_id,
+        scheme_id=a.scheme_id,
+        org_id=a.org_id,
+        name=a.name,
+        gpu_model=a.gpu_model,
+        status=a.status,
+        subsidy_rate=format_rate(a.rate_bp),
+        price_cents_per_gpu_hour=a.price_cents_per_gpu_hour,
+        starts_at=a.starts_at,
+        ends_at=a.ends_at,
+        conditions=a.conditions,
+        gpu_hours_granted=b.granted_gpu_seconds / 3600,
+        gpu_hours_available=b.available_gpu_seconds / 3600,
+        gpu_hours_reserved=b.reserved_gpu_seconds / 3600,
+        gpu_hours_used=b.used_gpu_seconds / 3600,
+        subsidy_commitment_cents=a.commitment_cents,
+        subsidy_committed_cents=b.subsidy_committed_cents,
+        subsidy_reserved_cents=b.subsidy_reserved_cents,
+        subsidy_spent_cents=b.subsidy_spent_cents,
+    )
+
+
+@router.get("/allocations", response_model=list[AllocationOut])
+def list_allocations(uow: UowDep, actor: ActorDep) -> list[AllocationOut]:
+    return [allocation_out(b) for b in allocations.list_allocations(uow, actor)]
+
+
+@router.get("/allocations/{allocation_id}", response_model=AllocationOut)
+def get_allocation(allocation_id: int, uow: UowDep, actor: ActorDep) -> AllocationOut:
+    return allocation_out(allocations.get_allocation(uow, actor, allocation_id))
+
+
+@router.post("/allocations/{allocation_id}/close", response_model=AllocationOut)
+def close_allocation(allocation_id: int, uow: UowDep, actor: ActorDep) -> AllocationOut:
+    return allocation_out(allocations.close_allocation(uow, actor, allocation_id))
+
+
+@router.get("/jobs", response_model=list[JobOut])
+def list_jobs(
+    uow: UowDep,
+    actor: ActorDep,
+    state: list[str] = Query(default=[]),
+    allocation_id: int | None = None,
+    limit: int = Query(default=200, ge=1, le=5000),
+) -> list[JobOut]:
+    found = jobs.list_jobs(uow, actor, state, allocation_id, limit)
+    return [JobOut.model_validate(j) for j in found]
+
+
+@router.post("/jobs", response_model=JobOut, status_code=status.HTTP_201_CREATED)
+def submit_job(body: JobIn, uow: UowDep, actor: ActorDep) -> JobOut:
+    request = jobs.JobRequest(
+        allocation_id=body.allocation_id,
+        argv=body.command,
+        gpus=body.gpus,
+        time_limit_s=body.time_limit_s,
+        name=body.name,
+        priority=body.priority,
+    )
+    return JobOut.model_validate(jobs.submit_job(uow, actor, request))
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut)
+def get_job(job_id: int, uow: UowDep, actor: ActorDep) -> JobOut:
+    return JobOut.model_validate(jobs.get_job(uow, actor, job_id))
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=JobOut)
+def cancel_job(job_id: int, uow: UowDep, actor: ActorDep) -> JobOut:
+    return JobOut.model_validate(jobs.cancel_job(uow, actor, job_id))
+
+
+@router.get("/jobs/{job_id}/logs", response_class=PlainTextResponse)
+def job_logs(
+    job_id: int,
+    uow: UowDep,
+    actor: ActorDep,
+    runtime: RuntimeDep,
+    stream: Literal["stdout", "stderr"] = "stdout",
+    tail: int = Query(default=64_000, ge=1, le=jobs.LOG_TAIL_MAX),
+) -> str:
+    return jobs.job_log(uow, actor, job_id, stream, runtime.backend.log_path, tail)
+
+
+@router.get("/queue", response_model=list[QueueEntryOut])
+def queue(uow: UowDep, actor: ActorDep) -> list[QueueEntryOut]:
+    return [
+        QueueEntryOut(position=e.position, job=JobOut.model_validate(e.job))
+        for e in jobs.queue(uow, actor)
+    ]
+
+
+@router.get("/nodes", response_model=list[NodeOut])
+def list_nodes(uow: UowDep, actor: ActorDep) -> list[NodeOut]:
+    return [
+        NodeOut(
+            name=n.name,
+            gpu_model=n.gpu_model,
+            gpus=n.gpus,
+            busy_gpus=n.busy_gpus,
+            free_gpus=n.free_gpus,
+            jobs=n.jobs,
+        )
+        for n in nodes.list_nodes(uow, actor)
+    ]

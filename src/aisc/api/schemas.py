@@ -1,0 +1,355 @@
+"""Request and response bodies. Money travels as integer cents plus a formatted HKD string;
+rates as decimal strings ("0.70"); amounts sent in are decimals, never floats."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from aisc.domain.money import format_cents, format_rate
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+def hkd(cents: int) -> str:
+    return f"HK${format_cents(cents)}"
+
+
+# -- organisations and users ------------------------------------------------------------------
+
+
+class OrganisationIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    category: str = Field(
+        description="university, research_institute, startup, enterprise or government"
+    )
+    sector: str = Field(default="", max_length=100)
+
+
+class OrganisationOut(Out):
+    id: int
+    name: str
+    category: str
+    sector: str
+
+
+class UserIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    email: str = Field(max_length=320)
+    role: str = Field(description="applicant, reviewer, operator or funder")
+    org_id: int | None = None
+
+
+class UserOut(Out):
+    id: int
+    name: str
+    email: str
+    role: str
+    org_id: int | None
+
+
+class TokenIn(BaseModel):
+    label: str = Field(default="", max_length=100)
+
+
+class TokenOut(BaseModel):
+    token: str = Field(description="Shown once; only its hash is stored.")
+
+
+class MeOut(BaseModel):
+    user_id: int
+    name: str
+    role: str
+    org_id: int | None
+
+
+# -- schemes, fund, rates ---------------------------------------------------------------------
+
+
+class SchemeIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    fund_total_hkd: Decimal = Field(gt=0, description="The fund in HKD, e.g. 3000000000")
+    starts_on: date
+    ends_on: date
+    default_rate: Decimal = Field(default=Decimal("0.70"), ge=0, le=1)
+    max_rate: Decimal = Field(default=Decimal("0.90"), ge=0, le=1)
+    eligible_categories: list[str] = Field(
+        default=["university", "research_institute", "startup", "enterprise"]
+    )
+    rubric: dict[str, int] = Field(description="Criterion -> weight; weights sum to 100")
+    min_reviews: int = Field(default=2, ge=1, le=20)
+
+
+class SchemeOut(Out):
+    id: int
+    name: str
+    fund_total_cents: int
+    starts_on: date
+    ends_on: date
+    default_rate: str
+    max_rate: str
+    eligible_categories: list[str]
+    rubric: dict[str, int]
+    min_reviews: int
+
+
+def scheme_out(s: object) -> SchemeOut:
+    from aisc.store.tables import Scheme
+
+    assert isinstance(s, Scheme)
+    return SchemeOut(
+        id=s.id,
+        name=s.name,
+        fund_total_cents=s.fund_total_cents,
+        starts_on=s.starts_on,
+        ends_on=s.ends_on,
+        default_rate=format_rate(s.default_rate_bp),
+        max_rate=format_rate(s.max_rate_bp),
+        eligible_categories=s.eligible_categories,
+        rubric=s.rubric,
+        min_reviews=s.min_reviews,
+    )
+
+
+class FundOut(BaseModel):
+    scheme_id: int
+    name: str
+    total_cents: int
+    available_cents: int
+    committed_cents: int
+    reserved_cents: int
+    spent_cents: int
+    total: str
+    available: str
+    committed: str
+    spent: str
+
+
+class RateIn(BaseModel):
+    gpu_model: str = Field(min_length=1, max_length=40)
+    hkd_per_gpu_hour: Decimal = Field(gt=0)
+    effective_from: datetime | None = Field(default=None, description="Default: now")
+
+
+class RateOut(Out):
+    id: int
+    gpu_model: str
+    cents_per_gpu_hour: int
+    effective_from: datetime
+
+
+# -- applications, reviews, decisions ---------------------------------------------------------
+
+
+class GovernanceIn(BaseModel):
+    intended_use: str = Field(min_length=1)
+    personal_data: bool
+    personal_data_details: str = ""
+    risk_tier: Literal["minimal", "limited", "high"]
+    human_oversight: str = Field(min_length=1)
+
+
+class ApplicationIn(BaseModel):
+    scheme_id: int
+    title: str = Field(min_length=1, max_length=300)
+    gpu_model: str = Field(min_length=1, max_length=40)
+    gpu_hours: int = Field(gt=0, le=100_000_000)
+    starts_on: date
+    ends_on: date
+    justification: str = Field(
+        description="Model size, data, batch size, precision, training or inference"
+    )
+    governance: GovernanceIn
+
+
+class ApplicationOut(Out):
+    id: int
+    scheme_id: int
+    org_id: int
+    applicant_id: int
+    title: str
+    gpu_model: str
+    gpu_hours: int
+    starts_on: date
+    ends_on: date
+    justification: str
+    intended_use: str
+    personal_data: bool
+    personal_data_details: str
+    risk_tier: str
+    human_oversight: str
+    status: str
+    submitted_at: datetime
+
+
+class ConflictIn(BaseModel):
+    reason: str = Field(min_length=1)
+
+
+class ConflictOut(Out):
+    id: int
+    application_id: int
+    reviewer_id: int
+    reason: str
+
+
+class ReviewIn(BaseModel):
+    scores: dict[str, int] = Field(description="Criterion -> score from 0 to 10")
+    recommendation: Literal["approve", "reject", "revise"]
+    comment: str = ""
+
+
+class ReviewOut(Out):
+    id: int
+    application_id: int
+    reviewer_id: int
+    scores: dict[str, int]
+    weighted_score: float
+    recommendation: str
+    comment: str
+
+
+class DecisionIn(BaseModel):
+    outcome: Literal["approve", "reject"]
+    gpu_hours: int | None = Field(default=None, gt=0)
+    subsidy_rate: Decimal | None = Field(default=None, ge=0, le=1)
+    rate_reason: str = ""
+    starts_on: date | None = None
+    ends_on: date | None = None
+    conditions: str = ""
+    reasons: str = Field(default="", description="Required for a rejection")
+
+
+class DecisionOut(Out):
+    id: int
+    application_id: int
+    outcome: str
+    reasons: str
+    conditions: str
+    rate_reason: str
+    decided_at: datetime
+    allocation_id: int | None = None
+
+
+# -- allocations, jobs, nodes -----------------------------------------------------------------
+
+
+class AllocationOut(BaseModel):
+    id: int
+    application_id: int
+    scheme_id: int
+    org_id: int
+    name: str
+    gpu_model: str
+    status: str
+    subsidy_rate: str
+    price_cents_per_gpu_hour: int
+    starts_at: datetime
+    ends_at: datetime
+    conditions: str
+    gpu_hours_granted: float
+    gpu_hours_available: float
+    gpu_hours_reserved: float
+    gpu_hours_used: float
+    subsidy_commitment_cents: int
+    subsidy_committed_cents: int
+    subsidy_reserved_cents: int
+    subsidy_spent_cents: int
+
+
+class JobIn(BaseModel):
+    allocation_id: int
+    command: list[str] = Field(min_length=1, description="argv; run directly, not by a shell")
+    gpus: int = Field(ge=1, le=4096)
+    time_limit_s: int = Field(ge=1)
+    name: str = Field(default="", max_length=200)
+    priority: int = Field(default=0, ge=-10, le=10)
+
+
+class JobOut(Out):
+    id: int
+    allocation_id: int
+    user_id: int
+    name: str
+    argv: list[str]
+    gpus: int
+    gpu_model: str
+    time_limit_s: int
+    priority: int
+    state: str
+    reason: str
+    submitted_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    exit_code: int | None
+    node: str | None
+    gpu_indices: list[int] | None
+    cancel_requested: bool
+
+
+class QueueEntryOut(BaseModel):
+    position: int | None
+    job: JobOut
+
+
+class NodeOut(BaseModel):
+    name: str
+    gpu_model: str
+    gpus: int
+    busy_gpus: list[int]
+    free_gpus: int
+    jobs: list[int]
+
+
+# -- invoices and ledger ----------------------------------------------------------------------
+
+
+class InvoiceLineOut(Out):
+    job_id: int
+    job_name: str
+    allocation_id: int
+    allocation_name: str
+    gpu_model: str
+    gpus: int
+    gpu_seconds: int
+    started_at: datetime
+    ended_at: datetime
+    rate_bp: int
+    charge_cents: int
+    subsidy_cents: int
+    copay_cents: int
+
+
+class InvoiceOut(BaseModel):
+    number: str
+    org_id: int
+    org_name: str
+    month: str
+    charge_cents: int
+    subsidy_cents: int
+    copay_cents: int
+    charge: str
+    subsidy: str
+    copay: str
+    lines: list[InvoiceLineOut]
+
+
+class VerificationOut(BaseModel):
+    ok: bool
+    summary: str
+    transactions: int
+    head_hash: str
+    first_bad_seq: int | None
+    problems: list[str]
+
+
+class HealthOut(BaseModel):
+    status: str
+    database: str
+    backend: str
+    controller: bool

@@ -1,0 +1,72 @@
+"""Bootstrap commands that work on the database directly, before any token exists."""
+
+from __future__ import annotations
+
+import typer
+
+from aisc.cli.output import console, fail
+from aisc.config import get_settings
+from aisc.domain.errors import DomainError
+from aisc.services import accounts
+from aisc.services.context import SYSTEM
+
+admin_app = typer.Typer(
+    help="Set-up on the database itself (no server needed): the first operator and tokens."
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(admin_app, name="admin")
+
+
+def _uow_factory():  # type: ignore[no-untyped-def]
+    from aisc.store.db import make_engine, make_session_factory
+    from aisc.store.migrate import upgrade
+    from aisc.store.uow import UnitOfWork
+
+    settings = get_settings()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    url = settings.resolved_database_url()
+    try:
+        upgrade(url)
+    except Exception as exc:
+        fail(f"cannot open the database {url}: {exc}")
+    factory = make_session_factory(make_engine(url))
+    return lambda: UnitOfWork(factory)
+
+
+@admin_app.command("create-user")
+def create_user(
+    name: str = typer.Argument(..., help="Full name."),
+    email: str = typer.Argument(..., help="Email address (unique)."),
+    role: str = typer.Option("operator", help="applicant, reviewer, operator or funder."),
+    org_id: int = typer.Option(None, "--org", help="Organisation id (required for applicants)."),
+) -> None:
+    """Create a user and print a first API token for them."""
+    uow = _uow_factory()
+    try:
+        user = accounts.create_user(uow(), SYSTEM, name, email, role, org_id)
+        token = accounts.issue_token(uow(), SYSTEM, user.id, "admin")
+    except DomainError as exc:
+        fail(exc.detail)
+    console.print(f"user {user.id} ({user.role}) created; API token (shown once):")
+    console.print(token, highlight=False, soft_wrap=True)
+
+
+@admin_app.command("issue-token")
+def issue_token(
+    email: str = typer.Argument(..., help="The user's email."),
+    label: str = typer.Option("", help="A note to recognise the token by."),
+) -> None:
+    """Issue a new API token for an existing user."""
+    from sqlalchemy import select
+
+    from aisc.store.tables import User
+
+    uow = _uow_factory()
+    with uow() as u:
+        user = u.session.scalar(select(User).where(User.email == email.strip().lower()))
+    if user is None:
+        fail(f"no user with email {email}")
+    token = accounts.issue_token(uow(), SYSTEM, user.id, label)
+    console.print(token, highlight=False, soft_wrap=True)
