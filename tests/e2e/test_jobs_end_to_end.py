@@ -224,3 +224,67 @@ def test_over_http_a_grantee_runs_a_job_and_the_funder_sees_the_fund_move(runtim
         assert line["charge_cents"] == line["subsidy_cents"] + line["copay_cents"] > 0
         assert funder.get("/fund").json()[0]["spent_cents"] == spent_before + line["subsidy_cents"]
         assert funder.get("/ledger/verify").json()["ok"] is True
+
+
+def test_a_reservation_left_by_a_crash_before_launch_is_released(runtime: Runtime) -> None:
+    from datetime import timedelta
+
+    from aisc.services.metering import reserve_job
+    from aisc.store.tables import Allocation
+
+    centre, allocation_id = setup(runtime)
+    job_id = submit(runtime, centre, allocation_id, ["true"], gpus=2, limit=600)
+    long_ago = jobs.get_job(runtime.uow(), SYSTEM, job_id).submitted_at - timedelta(minutes=5)
+    with runtime.uow() as uow:  # what a controller had done when it died mid-launch
+        uow.ledger.lock()
+        job = uow.session.get(Job, job_id)
+        allocation = uow.session.get(Allocation, allocation_id)
+        assert job is not None and allocation is not None
+        reserve_job(uow, job, allocation, job.submitted_at)
+        job.state, job.started_at, job.node, job.gpu_indices = "starting", long_ago, "node1", [0, 1]
+        uow.commit()
+    held = allocations.get_allocation(runtime.uow(), SYSTEM, allocation_id)
+    assert held.reserved_gpu_seconds == 2 * 600
+    runtime.controller.cycle()
+    job = jobs.get_job(runtime.uow(), SYSTEM, job_id)
+    assert job.state == "failed" and "before the job launched" in job.reason
+    after = allocations.get_allocation(runtime.uow(), SYSTEM, allocation_id)
+    assert after.reserved_gpu_seconds == 0 and after.used_gpu_seconds == 0
+    assert after.subsidy_reserved_cents == 0
+    assert audit.verify_ledger(runtime.uow(), centre.funder).ok
+
+
+class RefusingBackend:
+    """Fault injection: a backend whose launches always fail."""
+
+    name = "refusing"
+
+    def start(self, spec):  # type: ignore[no-untyped-def]
+        from aisc.backends.base import LaunchError
+
+        raise LaunchError("node unreachable")
+
+    def poll(self, handle):  # type: ignore[no-untyped-def]
+        raise AssertionError("nothing was launched")
+
+    def kill(self, handle):  # type: ignore[no-untyped-def]
+        raise AssertionError("nothing was launched")
+
+    def log_path(self, job_id, stream):  # type: ignore[no-untyped-def]
+        return Path("/nonexistent")
+
+
+def test_a_launch_failure_fails_the_job_with_its_reason_and_releases_the_hold(
+    runtime: Runtime,
+) -> None:
+    centre, allocation_id = setup(runtime)
+    job_id = submit(runtime, centre, allocation_id, ["true"], gpus=4)
+    factory = runtime.session_factory
+    controller = Controller(lambda: UnitOfWork(factory), RefusingBackend(), PriorityFirstFit())
+    report = controller.cycle()
+    assert report.finished == [job_id] and report.started == []
+    job = jobs.get_job(runtime.uow(), SYSTEM, job_id)
+    assert job.state == "failed" and job.reason == "cannot start: node unreachable"
+    balance = allocations.get_allocation(runtime.uow(), SYSTEM, allocation_id)
+    assert balance.reserved_gpu_seconds == 0 and balance.available_gpu_seconds == 10 * 3600
+    assert audit.verify_ledger(runtime.uow(), centre.funder).ok

@@ -9,9 +9,10 @@ from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import Engine, func, select, text
 
 from aisc.domain.errors import (
+    AuthenticationFailed,
     Conflict,
     ConflictOfInterest,
     InsufficientFunds,
@@ -248,8 +249,6 @@ def test_a_token_authenticates_its_user_until_revoked(centre: Centre) -> None:
     token = accounts.issue_token(centre.uow(), centre.operator, centre.funder.user_id)
     assert accounts.authenticate(centre.uow(), token) == centre.funder
     accounts.revoke_token(centre.uow(), centre.funder, token)
-    from aisc.domain.errors import AuthenticationFailed
-
     with pytest.raises(AuthenticationFailed):
         accounts.authenticate(centre.uow(), token)
 
@@ -259,9 +258,7 @@ def test_a_token_authenticates_its_user_until_revoked(centre: Centre) -> None:
 
 def test_a_price_cannot_take_effect_in_the_past(centre: Centre) -> None:
     with pytest.raises(ValidationError, match="in the past"):
-        rates.set_rate(
-            centre.uow(), centre.operator, "H800", 4000, utcnow() - timedelta(minutes=1)
-        )
+        rates.set_rate(centre.uow(), centre.operator, "H800", 4000, utcnow() - timedelta(minutes=1))
 
 
 def test_a_price_needs_a_time_zone(centre: Centre) -> None:
@@ -297,7 +294,7 @@ def test_the_price_in_force_is_the_latest_that_has_taken_effect(centre: Centre) 
             rates.price_at(uow.session, "A100", utcnow())
 
 
-def test_a_clock_lets_the_operator_backdate_a_price_in_tests_of_history(centre: Centre) -> None:
+def test_set_rate_judges_the_past_by_the_clock_it_is_given(centre: Centre) -> None:
     past = utcnow() - timedelta(days=30)
     rates.set_rate(centre.uow(), centre.operator, "A100", 2000, past, clock=lambda: past)
     with centre.uow() as uow:
@@ -316,9 +313,7 @@ def test_an_application_for_an_unknown_gpu_model_is_refused(centre: Centre) -> N
 
 
 def test_an_application_from_an_ineligible_category_is_refused(centre: Centre) -> None:
-    other = create_scheme(
-        centre, name="Universities Only", eligible_categories=["university"]
-    )
+    other = create_scheme(centre, name="Universities Only", eligible_categories=["university"])
     applicant = add_org(centre, "BigCorp", category="enterprise")
     req = application_request(
         other.id,  # type: ignore[attr-defined]
@@ -467,7 +462,7 @@ def test_approval_before_the_minimum_reviews_is_refused(centre: Centre) -> None:
 def test_a_rate_above_the_schemes_maximum_is_refused_even_with_a_reason(centre: Centre) -> None:
     app_id = reviewed(centre, "HKU")
     before = snapshot(centre)
-    with pytest.raises(ValidationError, match="above the scheme's maximum 0.90"):
+    with pytest.raises(ValidationError, match=r"above the scheme's maximum 0\.90"):
         decisions.approve(
             centre.uow(), centre.operator, app_id, terms(rate_bp=9100, rate_reason="strategic")
         )
@@ -616,7 +611,7 @@ def test_a_job_within_quota_is_queued(centre: Centre) -> None:
 def test_a_job_over_quota_is_refused(centre: Centre) -> None:
     allocation_id = award(centre, "HKU", gpu_hours=10)
     before = snapshot(centre)
-    with pytest.raises(OverQuota, match="10.00 GPU-hours left"):
+    with pytest.raises(OverQuota, match=r"10\.00 GPU-hours left"):
         submit(centre, "HKU", allocation_id, gpus=8, time_limit_s=4501)
     assert snapshot(centre) == before
 
@@ -679,13 +674,13 @@ def test_only_an_operator_raises_a_jobs_priority(centre: Centre) -> None:
     ("argv", "gpus", "limit"),
     [([], 1, 60), ([" "], 1, 60), (["a\x00b"], 1, 60), (["t"], 0, 60), (["t"], 1, 0)],
 )
-def test_a_malformed_job_is_refused(
-    centre: Centre, argv: list[str], gpus: int, limit: int
-) -> None:
+def test_a_malformed_job_is_refused(centre: Centre, argv: list[str], gpus: int, limit: int) -> None:
     allocation_id = award(centre, "HKU")
     with pytest.raises(ValidationError):
         jobs.submit_job(
-            centre.uow(), centre.applicants["HKU"], jobs.JobRequest(allocation_id, argv, gpus, limit)
+            centre.uow(),
+            centre.applicants["HKU"],
+            jobs.JobRequest(allocation_id, argv, gpus, limit),
         )
 
 
@@ -825,7 +820,11 @@ def test_an_invoice_csv_has_a_row_per_job_and_a_total(centre: Centre) -> None:
     assert line["gpus"] == "2"
     assert line["gpu_hours"] == "1.0000"
     assert line["subsidy_rate"] == "0.70"
-    assert (line["charge_hkd"], line["subsidy_hkd"], line["copay_hkd"]) == ("36.00", "25.20", "10.80")
+    assert (line["charge_hkd"], line["subsidy_hkd"], line["copay_hkd"]) == (
+        "36.00",
+        "25.20",
+        "10.80",
+    )
     assert total["job_id"] == "TOTAL"
     assert (total["charge_hkd"], total["copay_hkd"]) == ("36.00", "10.80")
 
@@ -1001,3 +1000,30 @@ def test_timestamps_are_stored_in_utc(centre: Centre) -> None:
     allocation_id = award(centre, "HKU")
     job = submit(centre, "HKU", allocation_id)
     assert jobs.get_job(centre.uow(), centre.operator, job.id).submitted_at.tzinfo == UTC
+
+
+def test_an_export_taken_while_the_centre_keeps_working_still_verifies(
+    centre: Centre, engine: Engine
+) -> None:
+    busy(centre)
+    stream = audit.export_lines(centre.uow(), centre.funder)
+    lines = [next(stream)]  # the export has read the ledger's head...
+    award(centre, "PolyU")  # ...and the centre appends more while it streams
+    lines += list(stream)
+    report = audit.verify_export(io.StringIO("".join(lines)))
+    assert report.ok, report.problems
+
+
+def test_verifying_while_the_centre_keeps_working_reports_no_false_tampering(
+    centre: Centre, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    busy(centre)
+    real_verify = audit.verify
+
+    def verify_after_a_write(*args: object, **kwargs: object) -> object:
+        award(centre, "PolyU")  # committed by another unit of work mid-verification
+        return real_verify(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(audit, "verify", verify_after_a_write)
+    report = audit.verify_ledger(centre.uow(), centre.funder)
+    assert report.ok, report.problems

@@ -123,7 +123,7 @@ def test_a_waiting_or_requeued_job_is_neither_active_nor_final(state: JobState) 
     assert not state.is_final
 
 
-def test_every_state_is_exactly_one_of_waiting_active_or_final() -> None:
+def test_no_job_state_is_both_active_and_final() -> None:
     for state in JobState:
         assert sum([state.is_final, state.is_active]) <= 1
     assert set(FINAL_JOB_STATES) <= set(JobState)
@@ -270,7 +270,7 @@ def test_every_job_left_waiting_would_not_fit_on_what_is_left(
 
 
 @given(cluster())
-def test_a_started_job_never_jumps_ahead_of_a_higher_priority_one_that_fit_then(
+def test_placements_follow_priority_then_submit_order(
     state: tuple[list[NodeView], list[PendingJob]],
 ) -> None:
     nodes, pending = state

@@ -132,6 +132,9 @@ class Client:
                             written += len(chunk)
                 except OSError as exc:
                     raise ApiError(f"cannot write {dest}: {exc.strerror or exc}") from None
+                except BaseException:
+                    dest.unlink(missing_ok=True)  # never leave half a download behind
+                    raise
         except httpx.HTTPError as exc:
             raise self._transport_error(exc) from None
         return written

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 
@@ -27,8 +28,8 @@ JSON_HELP = "Print the server's JSON instead of a table."
 
 
 def _fail(message: object) -> NoReturn:
-    """One line on stderr, exit 1. Server text is escaped so Rich never reads it as markup."""
-    fail(escape(" ".join(str(message).split())))
+    """One line on stderr, exit 1 (`fail` escapes Rich markup in server text)."""
+    fail(" ".join(str(message).split()))
 
 
 def _client() -> Client:
@@ -61,7 +62,10 @@ def _hkd(cents: int | None) -> str:
 
 
 def _hours(value: float | None) -> str:
-    return "" if value is None else f"{value:,.2f}"
+    """GPU-hours to two decimals; to four when a short job would otherwise show as 0.00."""
+    if value is None:
+        return ""
+    return f"{value:,.4f}" if 0 < abs(value) < 1 else f"{value:,.2f}"
 
 
 def _when(value: str | None) -> str:
@@ -71,11 +75,42 @@ def _when(value: str | None) -> str:
     return value.replace("T", " ")[:19]
 
 
+WRAPPING = {
+    "Name",
+    "Title",
+    "Scheme",
+    "Period",
+    "Rates",
+    "Scores",
+    "Comment",
+    "Rubric",
+    "Eligible",
+    "Email",
+    "Sector",
+}
+
+
 def _table(title: str | None, columns: Sequence[str], right: Iterable[str] = ()) -> Table:
-    table = Table(title=title, title_justify="left", header_style="bold")
+    """Numbers (right-aligned) and short codes never wrap; names and prose take what is left."""
+    table = Table(
+        title=title,
+        title_justify="left",
+        title_style="bold",
+        header_style="bold",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
+    )
     keep_right = set(right)
     for name in columns:
-        table.add_column(name, justify="right" if name in keep_right else "left")
+        table.add_column(
+            name,
+            justify="right" if name in keep_right else "left",
+            no_wrap=name not in WRAPPING,
+            overflow="fold",
+            min_width=max(len(name), 14) if name in WRAPPING else None,
+        )
     return table
 
 
@@ -169,6 +204,7 @@ def login(
         f"Logged in to {escape(client.url)} as {escape(me['name'])} ({me['role']}); "
         f"saved to {escape(str(path))}",
         highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -183,6 +219,7 @@ def whoami(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> Non
     console.print(
         f"{escape(me['name'])} ({me['role']}), user {me['user_id']}{org}, at {escape(client.url)}",
         highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -198,6 +235,7 @@ def status(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> Non
         f"{escape(client.url)}: {health.get('status')} (database {health.get('database')}, "
         f"backend {health.get('backend')}, controller {controller})",
         highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -296,6 +334,7 @@ def apply(
         f"Application {created['id']} submitted: {escape(created['title'])} "
         f"({created['gpu_hours']:,} {created['gpu_model']} GPU-hours, {created['status']})",
         highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -422,6 +461,7 @@ def submit(
         f"Job {job['id']} {job['state']}: {escape(job['name'])} on {job['gpus']} "
         f"{job['gpu_model']} GPU(s), limit {_duration(job['time_limit_s'])}",
         highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -548,11 +588,12 @@ def cancel(
         _print_json(job)
         return
     if job["state"] == "cancelled":
-        console.print(f"Job {job['id']} cancelled.", highlight=False)
+        console.print(f"Job {job['id']} cancelled.", highlight=False, soft_wrap=True)
     else:
         console.print(
             f"Job {job['id']} is {job['state']}: asked to stop; it will end as cancelled.",
             highlight=False,
+            soft_wrap=True,
         )
 
 
@@ -596,19 +637,17 @@ def usage(
         _print_json(found)
         return
     hours = ["Granted", "Used", "Reserved", "Available"]
-    money = ["Subsidy committed", "Subsidy spent"]
+    money = ["Committed", "Spent"]
     table = _table(
-        "Allocations (GPU-hours and HKD)",
-        ["ID", "Name", "Org", "Status", "Rate", *hours, *money],
-        right=["ID", "Org", "Rate", *hours, *money],
+        "Allocations (GPU-hours; subsidy in HKD)",
+        ["ID", "Name", "Status", *hours, *money],
+        right=["ID", *hours, *money],
     )
     for a in found:
         table.add_row(
             str(a["id"]),
             _cell(a["name"]),
-            str(a["org_id"]),
             a["status"],
-            a["subsidy_rate"],
             _hours(a["gpu_hours_granted"]),
             _hours(a["gpu_hours_used"]),
             _hours(a["gpu_hours_reserved"]),
@@ -641,14 +680,14 @@ def invoice(
         return
     table = _table(
         f"Invoice {inv['number']}: {escape(inv['org_name'])}, {inv['month']}",
-        ["Job", "Name", "Allocation", "GPUs", "GPU-hours", "Rate", "Charge", "Subsidy", "Co-pay"],
-        right=["Job", "Allocation", "GPUs", "GPU-hours", "Rate", "Charge", "Subsidy", "Co-pay"],
+        ["Job", "Name", "Alloc", "GPUs", "GPU-hours", "Rate", "Charge", "Subsidy", "Co-pay"],
+        right=["Job", "Alloc", "GPUs", "GPU-hours", "Rate", "Charge", "Subsidy", "Co-pay"],
     )
     for line in inv["lines"]:
         table.add_row(
             str(line["job_id"]),
             _cell(line["job_name"]),
-            _cell(line["allocation_name"]),
+            str(line["allocation_id"]),
             f"{line['gpus']} {line['gpu_model']}",
             f"{line['gpu_seconds'] / 3600:,.4f}",
             format_rate(line["rate_bp"]),
@@ -674,9 +713,10 @@ def invoice(
         f"Co-pay due: {_hkd(inv['copay_cents'])} (charge {_hkd(inv['charge_cents'])} less "
         f"subsidy {_hkd(inv['subsidy_cents'])})",
         highlight=False,
+        soft_wrap=True,
     )
     if csv_file is not None:
-        console.print(f"CSV written to {escape(str(csv_file))}", highlight=False)
+        console.print(f"CSV written to {escape(str(csv_file))}", highlight=False, soft_wrap=True)
 
 
 # -- reviewers ---------------------------------------------------------------------------------
@@ -706,8 +746,9 @@ def review(
         return
     console.print(
         f"Review {created['id']} of application {application_id}: weighted score "
-        f"{created['weighted_score']:.2f}, recommends {created['recommendation']}",
+        f"{created['weighted_score']:.2f} of 100, recommends {created['recommendation']}",
         highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -718,7 +759,9 @@ def conflict(
     """Declare a conflict of interest: you will not review this application."""
     _post(f"/applications/{application_id}/conflicts", {"reason": reason})
     console.print(
-        f"Conflict of interest with application {application_id} declared.", highlight=False
+        f"Conflict of interest with application {application_id} declared.",
+        highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -808,6 +851,7 @@ def scheme_create(
         f"Scheme {created['id']} created: {escape(created['name'])}, fund "
         f"{_hkd(created['fund_total_cents'])}, {created['starts_on']} to {created['ends_on']}",
         highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -818,23 +862,23 @@ def scheme_list(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -
     if as_json:
         _print_json(found)
         return
-    table = _table(
-        "Schemes",
-        ["ID", "Name", "Fund", "Period", "Rates", "Eligible", "Reviews", "Rubric"],
-        right=["ID", "Fund", "Reviews"],
-    )
-    for s in found:
-        table.add_row(
-            str(s["id"]),
-            _cell(s["name"]),
-            _hkd(s["fund_total_cents"]),
-            f"{s['starts_on']} to {s['ends_on']}",
-            f"{s['default_rate']} (max {s['max_rate']})",
-            ", ".join(s["eligible_categories"]),
-            str(s["min_reviews"]),
-            _cell(", ".join(f"{k}={v}" for k, v in s["rubric"].items())),
+    if not found:
+        console.print("No schemes yet.", highlight=False)
+    for number, s in enumerate(found):
+        if number:
+            console.print()
+        rubric = ", ".join(f"{k} {v}" for k, v in s["rubric"].items())
+        _show(
+            f"Scheme {s['id']}: {escape(s['name'])}",
+            [
+                ("Fund", _hkd(s["fund_total_cents"])),
+                ("Period", f"{s['starts_on']} to {s['ends_on']}"),
+                ("Subsidy rate", f"{s['default_rate']} (up to {s['max_rate']} with a reason)"),
+                ("Eligible", ", ".join(s["eligible_categories"])),
+                ("Rubric", rubric),
+                ("Reviews needed", s["min_reviews"]),
+            ],
         )
-    console.print(table)
 
 
 rates_app = typer.Typer(help="The rate card: list prices per GPU-hour.", no_args_is_help=True)
@@ -875,6 +919,7 @@ def rates_set(
         f"{rate['gpu_model']}: {_hkd(rate['cents_per_gpu_hour'])} per GPU-hour from "
         f"{_when(rate['effective_from'])}",
         highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -961,9 +1006,12 @@ def decide(
         console.print(
             f"Application {application_id} approved: allocation {decision['allocation_id']}",
             highlight=False,
+            soft_wrap=True,
         )
     else:
-        console.print(f"Application {application_id} {decision['outcome']}.", highlight=False)
+        console.print(
+            f"Application {application_id} {decision['outcome']}.", highlight=False, soft_wrap=True
+        )
 
 
 def list_nodes(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
@@ -1007,6 +1055,7 @@ def org_create(
     console.print(
         f"Organisation {org['id']} created: {escape(org['name'])} ({org['category']})",
         highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -1045,6 +1094,7 @@ def user_create(
         f"User {user['id']} created: {escape(user['name'])} <{escape(user['email'])}> "
         f"({user['role']})",
         highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -1087,7 +1137,7 @@ def fund(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
         return
     table = _table(
         "Funds (HKD)",
-        ["ID", "Scheme", "Total", "Available", "Committed", "Spent", "Adds up"],
+        ["ID", "Scheme", "Total", "Available", "Committed", "Spent", "OK"],
         right=["ID", "Total", "Available", "Committed", "Spent"],
     )
     broken = []
@@ -1126,7 +1176,7 @@ def _report(result: Mapping[str, Any], as_json: bool) -> None:
             raise typer.Exit(1)
         return
     if result["ok"]:
-        console.print(escape(result["summary"]), highlight=False)
+        console.print(escape(result["summary"]), highlight=False, soft_wrap=True)
         return
     for problem in result["problems"]:
         console.print(f"problem: {escape(problem)}", highlight=False, soft_wrap=True)
@@ -1197,7 +1247,9 @@ def ledger_export(
         _fail(f"the export in {file} is not readable: {exc}")
     if count is None:
         _fail(f"the export in {file} is truncated: its closing line is missing")
-    console.print(f"Exported {count} transactions to {escape(str(file))}", highlight=False)
+    console.print(
+        f"Exported {count} transactions to {escape(str(file))}", highlight=False, soft_wrap=True
+    )
 
 
 # -- registration ------------------------------------------------------------------------------

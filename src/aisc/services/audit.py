@@ -20,6 +20,7 @@ def verify_ledger(uow: UnitOfWork, actor: Actor) -> VerificationReport:
     """Recompute the chain and every balance from the transactions; compare with stored balances."""
     actor.require(Role.OPERATOR, Role.FUNDER)
     with uow:
+        uow.ledger.snapshot()  # head, transactions and balances as of one moment
         head_seq, head_hash = uow.ledger.head()
         report = verify(uow.ledger.transactions(), uow.ledger.stored_balances(), head_hash)
         if report.transactions != head_seq:
@@ -34,6 +35,7 @@ def export_lines(uow: UnitOfWork, actor: Actor) -> Iterator[str]:
     """JSON Lines: a header, every transaction in order, and a trailer with the head hash."""
     actor.require(Role.OPERATOR, Role.FUNDER)
     with uow:
+        uow.ledger.snapshot()  # a centre at work keeps appending while the export streams
         seq, head = uow.ledger.head()
         yield json.dumps({"format": EXPORT_FORMAT, "transactions": seq}) + "\n"
         count = 0

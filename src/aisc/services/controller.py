@@ -36,6 +36,18 @@ from aisc.store.uow import UnitOfWork
 log = logging.getLogger(__name__)
 
 ACTIVE = (JobState.STARTING.value, JobState.RUNNING.value)
+LAUNCH_GRACE_S = 60
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a job ended. `ran` says whether it is charged (settled) or only released."""
+
+    state: JobState
+    reason: str
+    ended_at: datetime
+    exit_code: int | None = None
+    ran: bool = False
 
 
 @dataclass
@@ -91,53 +103,46 @@ class Controller:
         for job in active:
             outcome = self._observe(job)
             if outcome is not None:
-                state, reason, exit_code, ended_at, ran = outcome
-                self._finish(job.id, state, reason, exit_code, ended_at, ran)
+                self._finish(job.id, outcome)
                 report.finished.append(job.id)
 
-    def _observe(self, job: Job) -> tuple[JobState, str, int | None, datetime, bool] | None:
+    def _observe(self, job: Job) -> Outcome | None:
+        """What became of a starting or running job; None while it is still running."""
         now = self.clock()
         if job.backend_ref is None:
-            # the controller stopped between reserving and launching: nothing ran
-            return (
-                JobState.FAILED,
-                "the controller stopped before the job launched",
-                None,
-                now,
-                False,
-            )
+            # reserved but not launched: another controller may be launching it right now, so
+            # only a reservation older than the grace period is taken as a crash mid-launch
+            assert job.started_at is not None
+            if (now - job.started_at).total_seconds() < LAUNCH_GRACE_S:
+                return None
+            return Outcome(JobState.FAILED, "the controller stopped before the job launched", now)
         handle = ExecutionHandle.from_json(job.backend_ref)
         if job.cancel_requested:
             self.backend.kill(handle)
-            return JobState.CANCELLED, job.reason or "cancelled", None, now, True
+            return Outcome(JobState.CANCELLED, job.reason or "cancelled", now, ran=True)
         status = self.backend.poll(handle)
         if status.state == ExecutionState.RUNNING:
             assert job.started_at is not None
             if (now - job.started_at).total_seconds() >= job.time_limit_s:
                 self.backend.kill(handle)
                 reason = f"killed at its time limit of {job.time_limit_s} s"
-                return JobState.TIMEOUT, reason, None, now, True
+                return Outcome(JobState.TIMEOUT, reason, now, ran=True)
             return None
         ended = _at(status.ended_at) if status.ended_at else now
         if status.state == ExecutionState.EXITED:
             code = status.exit_code
             if code == 0:
-                return JobState.COMPLETED, "", code, ended, True
-            return JobState.FAILED, f"exited with status {code}", code, ended, True
+                return Outcome(JobState.COMPLETED, "", ended, exit_code=code, ran=True)
+            return Outcome(
+                JobState.FAILED, f"exited with status {code}", ended, exit_code=code, ran=True
+            )
         if status.state == ExecutionState.FAILED_TO_START:
-            return JobState.FAILED, status.reason or "could not start", None, ended, False
+            return Outcome(JobState.FAILED, status.reason or "could not start", ended)
         # lost: the centre cannot show what ran, so the grantee is not charged
-        return JobState.FAILED, status.reason or "the job's process was lost", None, now, False
+        return Outcome(JobState.FAILED, status.reason or "the job's process was lost", now)
 
-    def _finish(
-        self,
-        job_id: int,
-        state: JobState,
-        reason: str,
-        exit_code: int | None,
-        ended_at: datetime,
-        ran: bool,
-    ) -> None:
+    def _finish(self, job_id: int, outcome: Outcome) -> None:
+        """Settle (or release) and record the end, in one transaction; a no-op if already done."""
         with self.uow() as uow:
             uow.ledger.lock()
             job = uow.session.get(Job, job_id)
@@ -145,16 +150,16 @@ class Controller:
                 return  # another controller got there first
             allocation = uow.session.get(Allocation, job.allocation_id)
             assert allocation is not None
-            if ran and job.started_at is not None:
-                settle_job(uow, job, allocation, ended_at)
+            if outcome.ran:
+                settle_job(uow, job, allocation, outcome.ended_at)
             else:
-                release_job(uow, job, allocation, ended_at)
-            job.state = state.value
-            job.reason = reason
-            job.exit_code = exit_code
-            job.ended_at = ended_at
+                release_job(uow, job, allocation, outcome.ended_at)
+            job.state = outcome.state.value
+            job.reason = outcome.reason
+            job.exit_code = outcome.exit_code
+            job.ended_at = outcome.ended_at
             uow.commit()
-        log.info("job %s %s %s", job_id, state.value, reason)
+        log.info("job %s %s %s", job_id, outcome.state.value, outcome.reason)
 
     # -- 2. schedule and 3. launch ----------------------------------------------------------
 
@@ -217,6 +222,7 @@ class Controller:
                 refusal = exc
             else:
                 job.state = JobState.STARTING.value
+                job.started_at = now  # replaced by the process's own start time at launch
                 job.node = node
                 job.gpu_indices = list(gpu_indices)
                 job.backend = self.backend.name
@@ -257,7 +263,7 @@ class Controller:
             handle = self.backend.start(spec)
         except LaunchError as exc:
             self._finish(
-                spec.job_id, JobState.FAILED, f"cannot start: {exc}", None, self.clock(), False
+                spec.job_id, Outcome(JobState.FAILED, f"cannot start: {exc}", self.clock())
             )
             report.finished.append(spec.job_id)
             return

@@ -9,6 +9,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+READ_SNAPSHOT = "aisc_read_snapshot"
+
 
 def make_engine(url: str) -> Engine:
     parsed = make_url(url)
@@ -35,7 +37,10 @@ def _sqlite_serialised_writes(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # A read-only snapshot (see LedgerStore.snapshot) begins deferred: WAL lets it read a
+        # consistent state while writers go on. Everything else takes the write lock up front.
+        deferred = conn.get_execution_options().get(READ_SNAPSHOT, False)
+        conn.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from aisc.ledger.accounts import Unit
 from aisc.ledger.transaction import Posting, SealedTransaction, Transaction, canonical_json, seal
+from aisc.store.db import READ_SNAPSHOT
 from aisc.store.tables import LedgerBalance, LedgerHead, LedgerTransaction
 from aisc.store.types import utcnow
 
@@ -27,6 +28,17 @@ class LedgerStore:
             self._head = self.session.execute(
                 select(LedgerHead).where(LedgerHead.id == 1).with_for_update()
             ).scalar_one()
+
+    def snapshot(self) -> None:
+        """Read the ledger as of one moment for the rest of this unit of work, however many
+        statements that takes, without holding writers up: REPEATABLE READ on PostgreSQL
+        (whose default READ COMMITTED lets each statement see newer commits), a deferred
+        transaction on SQLite's WAL. Call it before the unit of work's first query; the unit
+        of work must then only read."""
+        if self.session.get_bind().dialect.name == "postgresql":
+            self.session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        else:
+            self.session.connection(execution_options={READ_SNAPSHOT: True})
 
     def balance(self, account: str, unit: Unit) -> int:
         row = self.session.get(LedgerBalance, (account, str(unit)))

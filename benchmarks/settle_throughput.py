@@ -1,0 +1,169 @@
+"""How fast the ledger posts job reservations and settlements, and verifies them afterwards.
+
+Each job is two database transactions, as in production: a reservation at start and a
+settlement at the end, each under the ledger's lock, balance-checked and hash-chained.
+
+    python benchmarks/settle_throughput.py [--jobs 2000]
+
+Uses a throwaway SQLite file, or, when AISC_DATABASE_URL names a PostgreSQL server, a throwaway
+database created (and dropped) on it. Prints one line:
+    database=sqlite jobs=2000 reserve_per_s=... settle_per_s=... verify_s=...
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.engine import make_url
+
+from aisc.domain.model import JobState
+from aisc.services import accounts, applications, decisions, rates, reviews, schemes
+from aisc.services.applications import ApplicationRequest, GovernanceAssessment
+from aisc.services.audit import verify_ledger
+from aisc.services.context import SYSTEM
+from aisc.services.metering import reserve_job, settle_job
+from aisc.store.db import make_engine, make_session_factory
+from aisc.store.migrate import upgrade
+from aisc.store.tables import Allocation, Job
+from aisc.store.uow import UnitOfWork
+
+
+def throwaway_database() -> tuple[str, Callable[[], None]]:
+    url = os.environ.get("AISC_DATABASE_URL")
+    if url and make_url(url).get_backend_name() == "postgresql":
+        import psycopg
+
+        admin = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        name = f"aisc_bench_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+        def drop() -> None:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+        return make_url(url).set(database=name).render_as_string(hide_password=False), drop
+    folder = tempfile.mkdtemp(prefix="aisc-bench-")
+    return f"sqlite:///{folder}/bench.db", lambda: None
+
+
+def seed(new_uow: Callable[[], UnitOfWork]) -> tuple[int, int]:
+    today = datetime.now(UTC).date()
+    op = accounts.actor_for(accounts.create_user(new_uow(), SYSTEM, "Op", "op@b.test", "operator"))
+    org = accounts.create_organisation(new_uow(), op, "Bench University", "university")
+    applicant = accounts.actor_for(
+        accounts.create_user(new_uow(), op, "App", "a@b.test", "applicant", org.id)
+    )
+    reviewer = accounts.actor_for(
+        accounts.create_user(new_uow(), op, "Rev", "r@b.test", "reviewer")
+    )
+    scheme = schemes.create_scheme(
+        new_uow(),
+        op,
+        "Bench",
+        3_000_000_000_00,
+        date(today.year, 1, 1),
+        date(today.year + 3, 12, 31),
+        {"merit": 100},
+        min_reviews=1,
+    )
+    rates.set_rate(new_uow(), op, "H800", 3000)
+    app = applications.submit_application(
+        new_uow(),
+        applicant,
+        ApplicationRequest(
+            scheme.id,
+            "Bench",
+            "H800",
+            10_000_000,
+            today,
+            today + timedelta(days=300),
+            "A long enough justification of the compute request.",
+            GovernanceAssessment("research", False, "minimal", "people check outputs"),
+        ),
+    )
+    reviews.submit_review(new_uow(), reviewer, app.id, {"merit": 8}, "approve")
+    allocation = decisions.approve(
+        new_uow(),
+        op,
+        app.id,
+        decisions.Approval(10_000_000, today, today + timedelta(days=300)),
+    )
+    return allocation.id, applicant.user_id
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=2000)
+    args = parser.parse_args()
+    url, drop = throwaway_database()
+    try:
+        upgrade(url)
+        engine = make_engine(url)
+        factory = make_session_factory(engine)
+
+        def new_uow() -> UnitOfWork:
+            return UnitOfWork(factory)
+
+        allocation_id, user_id = seed(new_uow)
+        now = datetime.now(UTC)
+        with new_uow() as uow:
+            uow.session.add_all(
+                Job(
+                    allocation_id=allocation_id,
+                    user_id=user_id,
+                    name=f"j{i}",
+                    argv=["true"],
+                    gpus=1 + i % 8,
+                    gpu_model="H800",
+                    time_limit_s=3600,
+                    state="queued",
+                    submitted_at=now,
+                )
+                for i in range(args.jobs)
+            )
+            uow.commit()
+            ids = list(uow.session.scalars(select(Job.id).order_by(Job.id)))
+        t0 = time.perf_counter()
+        for job_id in ids:
+            with new_uow() as uow:
+                uow.ledger.lock()
+                job = uow.session.get(Job, job_id)
+                allocation = uow.session.get(Allocation, allocation_id)
+                assert job is not None and allocation is not None
+                reserve_job(uow, job, allocation, now)
+                job.state, job.started_at = JobState.RUNNING.value, now
+                uow.commit()
+        t1 = time.perf_counter()
+        for n, job_id in enumerate(ids):
+            with new_uow() as uow:
+                uow.ledger.lock()
+                job = uow.session.get(Job, job_id)
+                allocation = uow.session.get(Allocation, allocation_id)
+                assert job is not None and allocation is not None
+                settle_job(uow, job, allocation, now + timedelta(seconds=60 + n % 3000))
+                job.state = JobState.COMPLETED.value
+                uow.commit()
+        t2 = time.perf_counter()
+        report = verify_ledger(new_uow(), SYSTEM)
+        t3 = time.perf_counter()
+        assert report.ok, report.summary()
+        print(
+            f"database={engine.dialect.name} jobs={args.jobs} "
+            f"reserve_per_s={args.jobs / (t1 - t0):.0f} settle_per_s={args.jobs / (t2 - t1):.0f} "
+            f"verify_s={t3 - t2:.2f} transactions={report.transactions}"
+        )
+        engine.dispose()
+    finally:
+        drop()
+
+
+if __name__ == "__main__":
+    main()
