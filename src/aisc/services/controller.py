@@ -26,9 +26,10 @@ from aisc.backends.base import (
 from aisc.backends.inventory import Node as InventoryNode
 from aisc.domain.errors import Conflict, OverQuota
 from aisc.domain.model import JobState
-from aisc.scheduler.interface import NodeView, PendingJob, SchedulingPolicy
+from aisc.scheduler.interface import NodeView, SchedulingPolicy
 from aisc.services.allocations import check_open
 from aisc.services.context import Clock, utcnow
+from aisc.services.jobs import as_pending
 from aisc.services.metering import release_job, reserve_job, settle_job
 from aisc.store.tables import Allocation, Job, Node
 from aisc.store.uow import UnitOfWork
@@ -186,18 +187,7 @@ class Controller:
             )
             for n in nodes
         ]
-        pending = [
-            PendingJob(
-                job_id=j.id,
-                project=j.allocation_id,
-                gpus=j.gpus,
-                gpu_model=j.gpu_model,
-                priority=j.priority,
-                submitted_at=j.submitted_at.timestamp(),
-                time_limit_s=j.time_limit_s,
-            )
-            for j in queued
-        ]
+        pending = [as_pending(j) for j in queued]
         for placement in self.policy.schedule(pending, views, now.timestamp()):
             spec = self._reserve(placement.job_id, placement.node, placement.gpu_indices, report)
             if spec is not None:

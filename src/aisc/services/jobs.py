@@ -188,7 +188,7 @@ def queue(uow: UnitOfWork, actor: Actor) -> list[QueueEntry]:
     running = [QueueEntry(None, j) for j in live if j.state != JobState.QUEUED.value]
     waiting = sorted(
         (j for j in live if j.state == JobState.QUEUED.value),
-        key=lambda j: queue_order(_pending(j)),
+        key=lambda j: queue_order(as_pending(j)),
     )
     ranked = [QueueEntry(i, j) for i, j in enumerate(waiting, start=1)]
     # positions are global, so an applicant sees where their jobs stand among everyone's
@@ -198,7 +198,8 @@ def queue(uow: UnitOfWork, actor: Actor) -> list[QueueEntry]:
 LIVE_STATES = (JobState.QUEUED, JobState.STARTING, JobState.RUNNING)
 
 
-def _pending(job: Job) -> PendingJob:
+def as_pending(job: Job) -> PendingJob:
+    """A queued job as the scheduling policy sees it."""
     return PendingJob(
         job_id=job.id,
         project=job.allocation_id,
