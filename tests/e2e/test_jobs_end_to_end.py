@@ -288,3 +288,32 @@ def test_a_launch_failure_fails_the_job_with_its_reason_and_releases_the_hold(
     balance = allocations.get_allocation(runtime.uow(), SYSTEM, allocation_id)
     assert balance.reserved_gpu_seconds == 0 and balance.available_gpu_seconds == 10 * 3600
     assert audit.verify_ledger(runtime.uow(), centre.funder).ok
+
+
+def test_a_job_whose_poll_fails_does_not_stop_the_others_being_settled(runtime: Runtime) -> None:
+    from aisc.backends.local import LocalBackend
+
+    centre, allocation_id = setup(runtime)
+    stuck = submit(runtime, centre, allocation_id, [PY, "-c", "import time; time.sleep(0.5)"])
+    fine = submit(runtime, centre, allocation_id, [PY, "-c", "import time; time.sleep(0.5)"])
+
+    class FlakyBackend(LocalBackend):
+        def poll(self, handle):  # type: ignore[no-untyped-def]
+            if handle.job_id == stuck:
+                raise OSError("node agent timed out")
+            return super().poll(handle)
+
+    factory = runtime.session_factory
+    flaky = Controller(
+        lambda: UnitOfWork(factory),
+        FlakyBackend(runtime.settings.home.resolve()),
+        PriorityFirstFit(),
+    )
+    deadline = time.monotonic() + 30
+    while state_of(runtime, fine) != "completed":
+        assert time.monotonic() < deadline
+        flaky.cycle()
+        time.sleep(0.05)
+    assert state_of(runtime, stuck) == "running"  # retried every cycle, not given up on
+    drive(runtime, lambda: state_of(runtime, stuck) == "completed")  # the healthy controller
+    assert audit.verify_ledger(runtime.uow(), centre.funder).ok

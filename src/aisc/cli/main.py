@@ -41,3 +41,7 @@ def main(
 server.register(app)
 admin.register(app)
 commands.register(app)
+
+
+if __name__ == "__main__":
+    app()

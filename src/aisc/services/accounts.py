@@ -47,7 +47,7 @@ def create_organisation(
 def list_organisations(uow: UnitOfWork, actor: Actor) -> list[Organisation]:
     with uow:
         query = select(Organisation).order_by(Organisation.id)
-        if not actor.can_see_org(-1):
+        if actor.role == Role.APPLICANT:
             query = query.where(Organisation.id == actor.org_id)
         return list(uow.session.scalars(query))
 

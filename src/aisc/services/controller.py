@@ -102,10 +102,13 @@ class Controller:
         with self.uow() as uow:
             active = list(uow.session.scalars(select(Job).where(Job.state.in_(ACTIVE))))
         for job in active:
-            outcome = self._observe(job)
-            if outcome is not None:
-                self._finish(job.id, outcome)
-                report.finished.append(job.id)
+            try:
+                outcome = self._observe(job)
+                if outcome is not None:
+                    self._finish(job.id, outcome)
+                    report.finished.append(job.id)
+            except Exception:  # one job's trouble must not stop the others being metered
+                log.exception("could not reconcile job %s; will retry next cycle", job.id)
 
     def _observe(self, job: Job) -> Outcome | None:
         """What became of a starting or running job; None while it is still running."""
