@@ -1,0 +1,124 @@
+"""Fair share: Slurm's classic factor F = 2^(-U/S) from decayed usage U and entitled share S.
+
+Why classic and not Fair Tree: entitlements here come from awards, which are flat per
+project (optionally grouped by organisation, computed level by level below), and the classic
+factor is a closed-form vector operation over every project at once, which keeps a scheduling
+cycle over a deep queue cheap. U and S are both normalised to sum to 1 across projects.
+
+Usage decays with a half-life. It is stored scaled to a reference time, so adding usage and
+reading it are O(1) per project and the decay of everyone's usage is a single multiplication.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+MAX_EXPONENT = 500.0  # renormalise the scaled usage long before floats overflow
+
+
+class FairShare:
+    def __init__(self, half_life_s: float) -> None:
+        if half_life_s <= 0:
+            raise ValueError("the usage half-life must be positive")
+        self.half_life_s = half_life_s
+        self._code: dict[int, int] = {}
+        self._project: list[int] = []
+        self._shares = np.zeros(0)
+        self._org = np.zeros(0, dtype=np.int64)
+        self._scaled_usage = np.zeros(0)
+        self._reference = 0.0
+        self.group_by_org = False
+
+    # -- projects and their entitlements -------------------------------------------------
+
+    def code(self, project: int) -> int:
+        """A dense index for a project, added with no share (and no guarantee) if unknown."""
+        found = self._code.get(project)
+        if found is not None:
+            return found
+        code = len(self._project)
+        self._code[project] = code
+        self._project.append(project)
+        self._shares = np.append(self._shares, 0.0)
+        self._org = np.append(self._org, -1)
+        self._scaled_usage = np.append(self._scaled_usage, 0.0)
+        return code
+
+    @property
+    def size(self) -> int:
+        return len(self._project)
+
+    def set_shares(
+        self, shares: Mapping[int, float], org_of: Mapping[int, int] | None = None
+    ) -> None:
+        """Entitled shares per project (any positive scale); projects not named get none."""
+        for project in shares:
+            self.code(project)
+        raw = np.zeros(self.size)
+        for project, value in shares.items():
+            if value < 0:
+                raise ValueError(f"project {project} has a negative share")
+            raw[self._code[project]] = value
+        self.group_by_org = org_of is not None
+        if org_of is not None:
+            for project, org in org_of.items():
+                self._org[self.code(project)] = org
+        self._shares = raw
+
+    def normalised_shares(self) -> FloatArray:
+        """S per project, summing to 1. By organisation: S = S_org x S_project-within-org."""
+        raw = self._shares
+        total = raw.sum()
+        if total <= 0:
+            return np.zeros(self.size)
+        if not self.group_by_org:
+            return raw / total
+        out = np.zeros(self.size)
+        orgs = np.unique(self._org)
+        org_count = len(orgs)
+        for org in orgs:  # organisations share equally, projects within by award
+            members = self._org == org
+            within = raw[members].sum()
+            if within > 0:
+                out[members] = raw[members] / within / org_count
+        return out
+
+    # -- usage -----------------------------------------------------------------------------
+
+    def add_usage(self, project: int, gpu_seconds: float, at: float) -> None:
+        if gpu_seconds <= 0:
+            return
+        code = self.code(project)
+        exponent = (at - self._reference) / self.half_life_s
+        if exponent > MAX_EXPONENT:
+            self._rebase(at)
+            exponent = 0.0
+        self._scaled_usage[code] += gpu_seconds * math.pow(2.0, exponent)
+
+    def _rebase(self, at: float) -> None:
+        self._scaled_usage *= math.pow(2.0, -(at - self._reference) / self.half_life_s)
+        self._reference = at
+
+    def usage(self, now: float, running: FloatArray | None = None) -> FloatArray:
+        """Decayed usage per project at `now`, plus GPU-seconds of jobs still running."""
+        decay = math.pow(2.0, -(now - self._reference) / self.half_life_s)
+        decayed: FloatArray = self._scaled_usage * decay
+        if running is not None:
+            decayed = decayed + running
+        return decayed
+
+    def factors(self, now: float, running: FloatArray | None = None) -> FloatArray:
+        """F = 2^(-U/S) per project: 1 for an unused share, 0.5 at exactly its share, ->0 above."""
+        usage = self.usage(now, running)
+        total = usage.sum()
+        normalised_usage = usage / total if total > 0 else np.zeros(self.size)
+        shares = self.normalised_shares()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(shares > 0, normalised_usage / np.where(shares > 0, shares, 1), np.inf)
+        factor: FloatArray = np.where(ratio == np.inf, 0.0, np.exp2(-ratio)).astype(np.float64)
+        return factor
