@@ -14,7 +14,6 @@ from aisc.backends.inventory import Node as InventoryNode
 from aisc.backends.inventory import load_inventory
 from aisc.backends.local import LocalBackend
 from aisc.config import Settings
-from aisc.scheduler.simple import PriorityFirstFit
 from aisc.services.controller import Controller, sync_inventory
 from aisc.store.db import make_engine, make_session_factory
 from aisc.store.migrate import upgrade
@@ -50,7 +49,7 @@ class Runtime:
             session_factory=factory,
             backend=backend,
             inventory=inventory,
-            controller=Controller(lambda: UnitOfWork(factory), backend, PriorityFirstFit()),
+            controller=Controller(lambda: UnitOfWork(factory), backend),
         )
         sync_inventory(runtime.uow(), inventory, backend.name)
         return runtime

@@ -11,7 +11,6 @@ import httpx
 from sqlalchemy import func, select
 
 from aisc.runtime import Runtime
-from aisc.scheduler.simple import PriorityFirstFit
 from aisc.services import accounts, allocations, audit, invoices, jobs
 from aisc.services.context import SYSTEM
 from aisc.services.controller import Controller
@@ -149,7 +148,6 @@ def test_a_restarted_controller_finds_the_running_job_and_charges_it_once(runtim
     fresh = Controller(
         lambda: UnitOfWork(factory),
         LocalBackend(runtime.settings.home.resolve()),
-        PriorityFirstFit(),
     )
     deadline = time.monotonic() + 30
     while state_of(runtime, job) != "completed":
@@ -280,7 +278,7 @@ def test_a_launch_failure_fails_the_job_with_its_reason_and_releases_the_hold(
     centre, allocation_id = setup(runtime)
     job_id = submit(runtime, centre, allocation_id, ["true"], gpus=4)
     factory = runtime.session_factory
-    controller = Controller(lambda: UnitOfWork(factory), RefusingBackend(), PriorityFirstFit())
+    controller = Controller(lambda: UnitOfWork(factory), RefusingBackend())
     report = controller.cycle()
     assert report.finished == [job_id] and report.started == []
     job = jobs.get_job(runtime.uow(), SYSTEM, job_id)
@@ -307,7 +305,6 @@ def test_a_job_whose_poll_fails_does_not_stop_the_others_being_settled(runtime: 
     flaky = Controller(
         lambda: UnitOfWork(factory),
         FlakyBackend(runtime.settings.home.resolve()),
-        PriorityFirstFit(),
     )
     deadline = time.monotonic() + 30
     while state_of(runtime, fine) != "completed":

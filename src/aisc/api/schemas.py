@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -289,12 +289,33 @@ class JobOut(Out):
     exit_code: int | None
     node: str | None
     gpu_indices: list[int] | None
+    placement: list[dict[str, Any]] | None
+    borrowed: bool
+    preemptions: int
     cancel_requested: bool
 
 
 class QueueEntryOut(BaseModel):
     position: int | None
     job: JobOut
+
+
+class PriorityFactorsOut(BaseModel):
+    age: float
+    fairshare: float
+    size: float
+    qos: float
+    priority: float
+
+
+class ExplanationOut(BaseModel):
+    job_id: int
+    state: str
+    position: int | None = Field(description="Place among pending jobs in priority order")
+    reason: str
+    factors: PriorityFactorsOut | None
+    reserved_start: datetime | None
+    reserved_nodes: list[str]
 
 
 class NodeOut(BaseModel):

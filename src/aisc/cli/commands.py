@@ -549,8 +549,16 @@ def show_job(
     )
 
 
-def queue(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+def queue(
+    why: int = typer.Option(
+        None, "--why", metavar="JOB", help="Explain why this job waits, instead of the list."
+    ),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
     """Running jobs, then queued jobs in the order the scheduler will consider them."""
+    if why is not None:
+        _explain(why, as_json)
+        return
     entries = _get("/queue")
     if as_json:
         _print_json(entries)
@@ -565,6 +573,31 @@ def queue(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None
         (("" if e["position"] is None else str(e["position"]), e["job"]) for e in entries),
     )
     console.print(table)
+
+
+def _explain(job_id: int, as_json: bool) -> None:
+    e = _get(f"/jobs/{job_id}/why")
+    if as_json:
+        _print_json(e)
+        return
+    pairs: list[tuple[str, object]] = [("State", e["state"]), ("Why", e["reason"])]
+    if e["position"] is not None:
+        pairs.append(("Position", f"{e['position']} in priority order"))
+    if e["reserved_start"]:
+        pairs.append(
+            ("Reserved start", f"{e['reserved_start']} on {', '.join(e['reserved_nodes'])}")
+        )
+    f = e["factors"]
+    if f:
+        pairs.append(("Priority", f"{f['priority']:.0f}"))
+        pairs.append(
+            (
+                "Factors",
+                f"age {f['age']:.3f}, fair share {f['fairshare']:.3f}, "
+                f"size {f['size']:.3f}, class {f['qos']:.3f}",
+            )
+        )
+    _show(f"Job {job_id}", pairs)
 
 
 def logs(

@@ -43,15 +43,14 @@ from aisc.scheduler.interface import (
     Reservation,
 )
 from aisc.scheduler.queue import PendingQueue
+from aisc.scheduler.rules import Unschedulable, check_request
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 INF = math.inf
 CHUNK = 2048
 
-
-class Unschedulable(ValueError):
-    """A job that could never run on this cluster."""
+__all__ = ["Scheduler", "Unschedulable"]
 
 
 @dataclass
@@ -124,25 +123,11 @@ class Scheduler:
 
     def check(self, gpus: int, gpu_model: str) -> None:
         """Raise Unschedulable, with the reason, for a request this cluster can never run."""
-        code = self.model_code.get(gpu_model)
-        if code is None:
-            raise Unschedulable(f"the cluster has no {gpu_model} GPUs")
-        if gpus < 1:
-            raise Unschedulable("a job needs at least one GPU")
-        if gpus > self.model_total[code]:
-            raise Unschedulable(
-                f"{gpus} GPUs is more than the cluster has ({self.model_total[code]} {gpu_model})"
-            )
-        largest = int(self.model_max_node[code])
-        if gpus > largest:
-            sizes = {int(self.node_size[i]) for i in self.nodes_of_model[code]}
-            if len(sizes) != 1 or gpus % largest:
-                raise Unschedulable(
-                    f"a job larger than one node takes whole nodes: ask for a multiple of "
-                    f"{largest} {gpu_model} GPUs"
-                )
+        check_request(self.specs, gpus, gpu_model)
 
     def submit(self, job: PendingJob) -> None:
+        if job.job_id in self.running:
+            raise ValueError(f"job {job.job_id} is already running")
         self.check(job.gpus, job.gpu_model)
         code = self.fairshare.code(job.project)
         self._grow_projects()
@@ -252,6 +237,11 @@ class Scheduler:
         priority = self._factors(slots, now)[-1]
         return slots[np.lexsort((q.ids[slots], q.submit[slots], -priority))], priority
 
+    def ordered_ids(self, now: float) -> list[int]:
+        """Pending job ids in the order the next cycle will consider them."""
+        order, _ = self._order(now)
+        return [int(i) for i in self.queue.ids[order]]
+
     def order_by_key(self, now: float) -> IntArray:
         """Pending slots ordered by each job's sort_key (the simulator's SRTF oracle)."""
         q = self.queue
@@ -299,7 +289,8 @@ class Scheduler:
             if reservations_left == 0:
                 if int(c.free.sum()) == 0:
                     break
-                chunk = chunk[self._could_fit(c, chunk)]
+                if True:
+                    chunk = chunk[self._could_fit(c, chunk)]
             for s in chunk.tolist():
                 job_id = int(q.ids[s])
                 if job_id in done:
@@ -515,6 +506,9 @@ class Scheduler:
         placements: list[Placement] = []
         for s in order[under][: cfg.preemption_attempts].tolist():
             job_id, gpus, model = int(q.ids[s]), int(q.gpus[s]), int(q.model[s])
+            project = int(q.project[s])
+            if c.project_gpus[project] + gpus > c.guarantee[project]:
+                continue  # earlier reclaims this cycle brought the project to its guarantee
             end = c.now + float(q.limit[s])
             if self._fit(c, gpus, model, end)[0] is not None:
                 continue  # it fits anyway; the walk starts it in its turn
@@ -552,6 +546,8 @@ class Scheduler:
                     by_node.setdefault(i, []).append(run)
                 else:
                     blocked_nodes.add(i)
+        # GPUs an earlier reclaim in this cycle handed out are not freed by preempting anyone
+        blocked_nodes.update(i for i, slots in c.taken.items() if slots)
         single = gpus <= self.model_max_node[model]
         options: list[tuple[int, float, int, list[RunningJob]]] = []
         for i in self.nodes_of_model[model].tolist():

@@ -71,22 +71,12 @@ class FairShare:
         self._shares = raw
 
     def normalised_shares(self) -> FloatArray:
-        """S per project, summing to 1. By organisation: S = S_org x S_project-within-org."""
-        raw = self._shares
-        total = raw.sum()
+        """S per project: its award's part of all awards, summing to 1."""
+        total = float(self._shares.sum())
         if total <= 0:
             return np.zeros(self.size)
-        if not self.group_by_org:
-            return raw / total
-        out = np.zeros(self.size)
-        orgs = np.unique(self._org)
-        org_count = len(orgs)
-        for org in orgs:  # organisations share equally, projects within by award
-            members = self._org == org
-            within = raw[members].sum()
-            if within > 0:
-                out[members] = raw[members] / within / org_count
-        return out
+        shares: FloatArray = self._shares / total
+        return shares
 
     # -- usage -----------------------------------------------------------------------------
 
@@ -113,12 +103,28 @@ class FairShare:
         return decayed
 
     def factors(self, now: float, running: FloatArray | None = None) -> FloatArray:
-        """F = 2^(-U/S) per project: 1 for an unused share, 0.5 at exactly its share, ->0 above."""
+        """F = 2^(-U/S) per project: 1 for an unused share, 0.5 at exactly its share, ->0 above.
+
+        Grouped by organisation, U is Slurm's classic effective usage: a project's own usage
+        pulled towards its organisation's, by the project's part of the organisation's awards,
+        so a busy organisation's projects all rank lower.
+        """
         usage = self.usage(now, running)
         total = usage.sum()
         normalised_usage = usage / total if total > 0 else np.zeros(self.size)
+        if self.group_by_org:
+            normalised_usage = self._effective_usage(normalised_usage)
         shares = self.normalised_shares()
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.where(shares > 0, normalised_usage / np.where(shares > 0, shares, 1), np.inf)
         factor: FloatArray = np.where(ratio == np.inf, 0.0, np.exp2(-ratio)).astype(np.float64)
         return factor
+
+    def _effective_usage(self, usage: FloatArray) -> FloatArray:
+        orgs, members = np.unique(self._org, return_inverse=True)
+        org_usage = np.bincount(members, weights=usage, minlength=len(orgs))
+        org_shares = np.bincount(members, weights=self._shares, minlength=len(orgs))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            part = np.where(org_shares[members] > 0, self._shares / org_shares[members], 0.0)
+        effective: FloatArray = usage + (org_usage[members] - usage) * part
+        return effective

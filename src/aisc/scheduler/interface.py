@@ -1,4 +1,4 @@
-"""The contract between the scheduler and whatever drives it (the live controller, the simulator)."""
+"""The contract between the scheduler and what drives it: the live controller, the simulator."""
 
 from __future__ import annotations
 

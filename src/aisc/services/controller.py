@@ -1,15 +1,18 @@
 """The controller: moves jobs through their life on an executor backend, one cycle at a time.
 
 Each cycle (1) reconciles running jobs with the backend: exits, timeouts, cancellations, lost
-processes; (2) asks the scheduling policy which queued jobs to start on the free GPUs; (3)
-reserves each one's quota in the ledger, then launches it. Every state change that moves money
-is one database transaction with its ledger posting, so a crash between cycles loses nothing:
-the next controller finds running jobs again from their stored handles.
+processes; (2) brings the scheduler's queue and entitlements up to date with the database;
+(3) asks the scheduler (the same policy core the simulator drives) what to preempt and what to
+start; (4) stops and requeues preempted jobs, then reserves each start's quota in the ledger and
+launches it. Every state change that moves money is one database transaction with its ledger
+posting, so a crash between cycles loses nothing: the next controller rebuilds the scheduler's
+state from the database and finds running jobs again from their stored handles.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,12 +29,15 @@ from aisc.backends.base import (
 from aisc.backends.inventory import Node as InventoryNode
 from aisc.domain.errors import Conflict, OverQuota
 from aisc.domain.model import JobState
-from aisc.scheduler.interface import NodeView, SchedulingPolicy
+from aisc.scheduler.config import PolicyConfig
+from aisc.scheduler.core import Scheduler
+from aisc.scheduler.interface import Explanation, NodeGpus, Placement
+from aisc.scheduler.rules import Unschedulable
 from aisc.services.allocations import check_open
 from aisc.services.context import Clock, utcnow
-from aisc.services.jobs import as_pending
+from aisc.services.jobs import as_pending, node_specs
 from aisc.services.metering import release_job, reserve_job, settle_job
-from aisc.store.tables import Allocation, Job, Node
+from aisc.store.tables import Allocation, Job, JobCharge, Node
 from aisc.store.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -56,6 +62,7 @@ class CycleReport:
     started: list[int] = field(default_factory=list)
     finished: list[int] = field(default_factory=list)
     refused: list[int] = field(default_factory=list)
+    preempted: list[int] = field(default_factory=list)
 
 
 def sync_inventory(uow: UnitOfWork, nodes: list[InventoryNode], backend: str) -> None:
@@ -82,19 +89,44 @@ class Controller:
         self,
         uow_factory: Callable[[], UnitOfWork],
         backend: ExecutorBackend,
-        policy: SchedulingPolicy,
+        config: PolicyConfig | None = None,
         clock: Clock = utcnow,
     ) -> None:
         self.uow = uow_factory
         self.backend = backend
-        self.policy = policy
+        self.config = config or PolicyConfig()
         self.clock = clock
+        # the API explains the queue from another thread while cycles change it
+        self.lock = threading.RLock()
+        self._scheduler: Scheduler | None = None
+
+    @property
+    def scheduler(self) -> Scheduler:
+        """The policy core, built from the database on first use."""
+        with self.lock:
+            if self._scheduler is None:
+                self._scheduler = self._build_scheduler()
+            return self._scheduler
 
     def cycle(self) -> CycleReport:
-        report = CycleReport()
-        self._reconcile(report)
-        self._schedule(report)
-        return report
+        with self.lock:
+            report = CycleReport()
+            self._reconcile(report)
+            self._sync_queue(report)
+            self._schedule(report)
+            return report
+
+    def explain(self, job_id: int) -> Explanation:
+        with self.lock:
+            self._sync_queue(CycleReport())  # jobs submitted since the last cycle count too
+            return self.scheduler.explain(job_id, self.clock().timestamp())
+
+    def positions(self) -> dict[int, int]:
+        """Each pending job's 1-based place in the order the scheduler considers them."""
+        with self.lock:
+            self._sync_queue(CycleReport())
+            ordered = self.scheduler.ordered_ids(self.clock().timestamp())
+            return {job_id: i for i, job_id in enumerate(ordered, start=1)}
 
     # -- 1. reconcile running jobs with the backend ------------------------------------------
 
@@ -163,48 +195,119 @@ class Controller:
             job.exit_code = outcome.exit_code
             job.ended_at = outcome.ended_at
             uow.commit()
+        if job_id in self.scheduler.running:
+            self.scheduler.finished(job_id, outcome.ended_at.timestamp())
         log.info("job %s %s %s", job_id, outcome.state.value, outcome.reason)
 
-    # -- 2. schedule and 3. launch ----------------------------------------------------------
+    # -- 2. the scheduler's view of the database ---------------------------------------------
+
+    def _build_scheduler(self) -> Scheduler:
+        with self.uow() as uow:
+            scheduler = Scheduler(node_specs(uow.session), self.config)
+            self._refresh_shares(uow, scheduler)
+            usage = uow.session.execute(
+                select(JobCharge.allocation_id, JobCharge.gpu_seconds, JobCharge.usage_ended_at)
+            ).all()
+            for allocation_id, gpu_seconds, ended_at in usage:
+                scheduler.add_usage(allocation_id, gpu_seconds, ended_at.timestamp())
+            active = uow.session.execute(
+                select(Job, Allocation.org_id)
+                .join(Allocation, Allocation.id == Job.allocation_id)
+                .where(Job.state.in_(ACTIVE), Job.placement.is_not(None))
+            ).all()
+            for job, org_id in active:
+                assert job.started_at is not None and job.placement is not None
+                placement = Placement(
+                    job.id,
+                    tuple(NodeGpus(p["node"], tuple(p["gpus"])) for p in job.placement),
+                    job.borrowed,
+                )
+                scheduler.adopt(as_pending(job, org_id), placement, job.started_at.timestamp())
+        return scheduler
+
+    def _refresh_shares(self, uow: UnitOfWork, scheduler: Scheduler) -> None:
+        """Entitlement: each active award's GPU-hours over its period, i.e. its average GPUs."""
+        shares: dict[int, float] = {}
+        org_of: dict[int, int] = {}
+        for allocation in uow.session.scalars(
+            select(Allocation).where(Allocation.status == "active")
+        ):
+            hours = max(1.0, (allocation.ends_at - allocation.starts_at).total_seconds() / 3600)
+            shares[allocation.id] = allocation.gpu_hours / hours
+            org_of[allocation.id] = allocation.org_id
+        scheduler.set_shares(shares, org_of)
+
+    def _sync_queue(self, report: CycleReport) -> None:
+        """Queued jobs in the database are exactly the scheduler's pending jobs."""
+        scheduler = self.scheduler
+        with self.uow() as uow:
+            queued = set(uow.session.scalars(select(Job.id).where(Job.state == "queued")))
+            for job_id in set(scheduler.queue.slot_of) - queued:
+                scheduler.cancel(job_id)
+            new = queued - set(scheduler.queue.slot_of)
+            rows = (
+                uow.session.execute(
+                    select(Job, Allocation.org_id)
+                    .join(Allocation, Allocation.id == Job.allocation_id)
+                    .where(Job.id.in_(new))
+                ).all()
+                if new
+                else []
+            )
+            self._refresh_shares(uow, scheduler)
+        for job, org_id in rows:
+            try:
+                scheduler.submit(as_pending(job, org_id))
+            except Unschedulable as exc:  # the inventory shrank since it was submitted
+                self._fail_queued(job.id, f"refused: {exc}", report)
+
+    # -- 3. schedule, 4. preempt, reserve and launch -------------------------------------------
 
     def _schedule(self, report: CycleReport) -> None:
+        scheduler = self.scheduler
+        now = self.clock()
+        result = scheduler.cycle(now.timestamp())
+        for job_id in result.preemptions:
+            self._preempt(job_id, report)
+        for placement in result.starts:
+            spec = self._reserve(placement, report)
+            if spec is not None:
+                self._launch(spec, placement, report)
+
+    def _preempt(self, job_id: int, report: CycleReport) -> None:
+        """Stop a borrowed job and queue it again. The run it loses is not charged."""
         now = self.clock()
         with self.uow() as uow:
-            queued = list(
-                uow.session.scalars(
-                    select(Job).where(Job.state == JobState.QUEUED.value).order_by(Job.id)
-                )
+            uow.ledger.lock()
+            job = uow.session.get(Job, job_id)
+            assert job is not None
+            if job.backend_ref is not None:
+                self.backend.kill(ExecutionHandle.from_json(job.backend_ref))
+            allocation = uow.session.get(Allocation, job.allocation_id)
+            assert allocation is not None
+            release_job(uow, job, allocation, now)
+            job.state = JobState.QUEUED.value
+            job.reason = (
+                "preempted: a project under its guaranteed share reclaimed the GPUs it borrowed; "
+                "queued again"
             )
-            if not queued:
-                return
-            nodes = list(uow.session.scalars(select(Node).order_by(Node.name)))
-            busy: dict[str, set[int]] = {}
-            for job in uow.session.scalars(select(Job).where(Job.state.in_(ACTIVE))):
-                if job.node and job.gpu_indices is not None:
-                    busy.setdefault(job.node, set()).update(job.gpu_indices)
-        views = [
-            NodeView(
-                n.name,
-                n.gpu_model,
-                tuple(i for i in n.gpu_indices if i not in busy.get(n.name, set())),
-            )
-            for n in nodes
-        ]
-        pending = [as_pending(j) for j in queued]
-        for placement in self.policy.schedule(pending, views, now.timestamp()):
-            spec = self._reserve(placement.job_id, placement.node, placement.gpu_indices, report)
-            if spec is not None:
-                self._launch(spec, report)
+            job.preemptions += 1
+            job.started_at = job.backend_ref = job.node = None
+            job.gpu_indices = job.placement = None
+            job.borrowed = False
+            uow.commit()
+        self.scheduler.preempted(job_id, now.timestamp())
+        report.preempted.append(job_id)
 
-    def _reserve(
-        self, job_id: int, node: str, gpu_indices: tuple[int, ...], report: CycleReport
-    ) -> LaunchSpec | None:
+    def _reserve(self, placement: Placement, report: CycleReport) -> LaunchSpec | None:
         now = self.clock()
+        job_id = placement.job_id
         refusal: Conflict
         with self.uow() as uow:
             uow.ledger.lock()
             job = uow.session.get(Job, job_id)
             if job is None or job.state != JobState.QUEUED.value:
+                self.scheduler.cancel(job_id)
                 return None
             allocation = uow.session.get(Allocation, job.allocation_id)
             assert allocation is not None
@@ -214,20 +317,30 @@ class Controller:
             except Conflict as exc:  # OverQuota is a Conflict too
                 refusal = exc
             else:
+                first = placement.nodes[0]
                 job.state = JobState.STARTING.value
                 job.started_at = now  # replaced by the process's own start time at launch
-                job.node = node
-                job.gpu_indices = list(gpu_indices)
+                job.node = first.node
+                job.gpu_indices = list(first.gpu_indices)
+                job.placement = [
+                    {"node": n.node, "gpus": list(n.gpu_indices)} for n in placement.nodes
+                ]
+                job.borrowed = placement.borrowed
                 job.backend = self.backend.name
                 job.reason = ""
                 uow.commit()
+                env = {"AISC_ALLOCATION_ID": str(job.allocation_id)}
+                if len(placement.nodes) > 1:
+                    env["AISC_NODES"] = ";".join(
+                        f"{n.node}:{','.join(map(str, n.gpu_indices))}" for n in placement.nodes
+                    )
                 return LaunchSpec(
                     job_id=job.id,
                     argv=tuple(job.argv),
                     cwd=None,
-                    env={"AISC_ALLOCATION_ID": str(job.allocation_id)},
-                    node=node,
-                    gpu_indices=gpu_indices,
+                    env=env,
+                    node=first.node,
+                    gpu_indices=first.gpu_indices,
                 )
         self._refuse_or_wait(job_id, refusal, report)
         return None
@@ -244,22 +357,31 @@ class Controller:
             )
             if isinstance(refusal, OverQuota) and holders is not None:
                 job.reason = f"waiting for running jobs to return quota: {refusal.detail}"
-            else:
-                job.state = JobState.FAILED.value
-                job.reason = f"refused: {refusal.detail}"
-                job.ended_at = self.clock()
-                report.refused.append(job_id)
-            uow.commit()
+                uow.commit()
+                return
+        self._fail_queued(job_id, f"refused: {refusal.detail}", report)
 
-    def _launch(self, spec: LaunchSpec, report: CycleReport) -> None:
+    def _fail_queued(self, job_id: int, reason: str, report: CycleReport) -> None:
+        with self.uow() as uow:
+            job = uow.session.get(Job, job_id)
+            assert job is not None
+            job.state = JobState.FAILED.value
+            job.reason = reason
+            job.ended_at = self.clock()
+            uow.commit()
+        self.scheduler.cancel(job_id)
+        report.refused.append(job_id)
+
+    def _launch(self, spec: LaunchSpec, placement: Placement, report: CycleReport) -> None:
+        now = self.clock()
         try:
             handle = self.backend.start(spec)
         except LaunchError as exc:
-            self._finish(
-                spec.job_id, Outcome(JobState.FAILED, f"cannot start: {exc}", self.clock())
-            )
+            self.scheduler.cancel(spec.job_id)
+            self._finish(spec.job_id, Outcome(JobState.FAILED, f"cannot start: {exc}", now))
             report.finished.append(spec.job_id)
             return
+        self.scheduler.started(placement, now.timestamp())
         with self.uow() as uow:
             job = uow.session.get(Job, spec.job_id)
             assert job is not None

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from aisc.backends.base import LogStream
 from aisc.domain.errors import Conflict, NotFound, OverQuota, PermissionDenied, ValidationError
 from aisc.domain.model import MAX_TIME_LIMIT_S, JobState, Role
 from aisc.ledger import accounts as acc
-from aisc.scheduler.interface import PendingJob
-from aisc.scheduler.simple import queue_order
+from aisc.scheduler.interface import Explanation, NodeSpec, PendingJob
+from aisc.scheduler.rules import Unschedulable, check_request
 from aisc.services.allocations import check_open
 from aisc.services.context import Actor, Clock, utcnow
 from aisc.services.rates import price_at
@@ -94,20 +94,19 @@ def _check_request(actor: Actor, req: JobRequest) -> None:
         raise PermissionDenied("only operators can raise a job's priority above 0")
 
 
+def node_specs(session: Session) -> list[NodeSpec]:
+    """The inventory as the scheduler sees it."""
+    return [
+        NodeSpec(n.name, n.gpu_model, n.gpus, tuple(n.gpu_indices))
+        for n in session.scalars(select(Node).order_by(Node.name))
+    ]
+
+
 def _check_fits_inventory(session: Session, gpu_model: str, gpus: int) -> None:
-    largest = session.scalar(select(func.max(Node.gpus)).where(Node.gpu_model == gpu_model))
-    if largest is None:
-        raise ValidationError(f"the cluster has no nodes with {gpu_model} GPUs")
-    total = session.scalar(select(func.sum(Node.gpus)).where(Node.gpu_model == gpu_model)) or 0
-    if gpus > total:
-        raise ValidationError(
-            f"{gpus} GPUs is more than the cluster has ({total} {gpu_model} GPUs in all)"
-        )
-    if gpus > largest:
-        raise ValidationError(
-            f"{gpus} GPUs is more than any {gpu_model} node has ({largest}); "
-            "multi-node jobs are not supported by this scheduler"
-        )
+    try:
+        check_request(node_specs(session), gpus, gpu_model)
+    except Unschedulable as exc:
+        raise ValidationError(str(exc)) from None
 
 
 def cancel_job(uow: UnitOfWork, actor: Actor, job_id: int, clock: Clock = utcnow) -> Job:
@@ -171,34 +170,38 @@ class QueueEntry:
     job: Job
 
 
-def queue(uow: UnitOfWork, actor: Actor) -> list[QueueEntry]:
-    """Running jobs, then queued jobs in the order the scheduler considers them."""
+def queue(uow: UnitOfWork, actor: Actor, positions: Mapping[int, int]) -> list[QueueEntry]:
+    """Running jobs, then queued jobs in the order the scheduler considers them.
+
+    `positions` is the scheduler's order (job id -> place); positions are global, so an
+    applicant sees where their jobs stand among everyone's.
+    """
     actor.require(Role.APPLICANT, Role.OPERATOR, Role.FUNDER)
     with uow:
-        live = list(
-            uow.session.scalars(
-                select(Job).where(Job.state.in_([s.value for s in LIVE_STATES])).order_by(Job.id)
-            )
-        )
-        own: set[int] | None = None
+        query = select(Job).where(Job.state.in_([s.value for s in LIVE_STATES]))
         if actor.role == Role.APPLICANT:
-            own = set(
-                uow.session.scalars(select(Allocation.id).where(Allocation.org_id == actor.org_id))
-            )
+            query = query.join(Allocation).where(Allocation.org_id == actor.org_id)
+        live = list(uow.session.scalars(query.order_by(Job.id)))
     running = [QueueEntry(None, j) for j in live if j.state != JobState.QUEUED.value]
     waiting = sorted(
         (j for j in live if j.state == JobState.QUEUED.value),
-        key=lambda j: queue_order(as_pending(j)),
+        key=lambda j: (positions.get(j.id, len(positions) + 1), j.submitted_at, j.id),
     )
-    ranked = [QueueEntry(i, j) for i, j in enumerate(waiting, start=1)]
-    # positions are global, so an applicant sees where their jobs stand among everyone's
-    return [e for e in running + ranked if own is None or e.job.allocation_id in own]
+    return running + [QueueEntry(positions.get(j.id), j) for j in waiting]
+
+
+def explain_job(
+    uow: UnitOfWork, actor: Actor, job_id: int, explain: Callable[[int], Explanation]
+) -> tuple[Job, Explanation]:
+    """Why a job waits (its priority factors, what it waits for, its reserved start)."""
+    job = get_job(uow, actor, job_id)
+    return job, explain(job_id)
 
 
 LIVE_STATES = (JobState.QUEUED, JobState.STARTING, JobState.RUNNING)
 
 
-def as_pending(job: Job) -> PendingJob:
+def as_pending(job: Job, org_id: int = 0) -> PendingJob:
     """A queued job as the scheduling policy sees it."""
     return PendingJob(
         job_id=job.id,
@@ -208,6 +211,7 @@ def as_pending(job: Job) -> PendingJob:
         priority=job.priority,
         submitted_at=job.submitted_at.timestamp(),
         time_limit_s=job.time_limit_s,
+        org=org_id,
     )
 
 

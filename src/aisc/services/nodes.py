@@ -33,9 +33,15 @@ def list_nodes(uow: UnitOfWork, actor: Actor) -> list[NodeStatus]:
                 select(Job).where(Job.state.in_([JobState.STARTING.value, JobState.RUNNING.value]))
             )
         )
-    result = []
-    for node in nodes:
-        here = [j for j in active if j.node == node.name]
-        busy = sorted(i for j in here for i in (j.gpu_indices or []))
-        result.append(NodeStatus(node.name, node.gpu_model, node.gpus, busy, [j.id for j in here]))
-    return result
+    busy: dict[str, list[int]] = {}
+    jobs_on: dict[str, list[int]] = {}
+    for job in active:
+        for part in job.placement or []:
+            busy.setdefault(part["node"], []).extend(part["gpus"])
+            jobs_on.setdefault(part["node"], []).append(job.id)
+    return [
+        NodeStatus(
+            n.name, n.gpu_model, n.gpus, sorted(busy.get(n.name, [])), jobs_on.get(n.name, [])
+        )
+        for n in nodes
+    ]

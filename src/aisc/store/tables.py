@@ -199,6 +199,10 @@ class Job(Base):
     exit_code: Mapped[int | None] = mapped_column(Integer)
     node: Mapped[str | None] = mapped_column(String(100))
     gpu_indices: Mapped[list[int] | None] = mapped_column(JSON)
+    # every node the job holds and its GPU indices there: [{"node": "node1", "gpus": [0, 1]}]
+    placement: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    borrowed: Mapped[bool] = mapped_column(Boolean, default=False)
+    preemptions: Mapped[int] = mapped_column(Integer, default=0)
     backend: Mapped[str | None] = mapped_column(String(20))
     backend_ref: Mapped[str | None] = mapped_column(Text)
     reserved_gpu_seconds: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Literal
 
 from fastapi import APIRouter, Query, status
 from fastapi.responses import PlainTextResponse
 
 from aisc.api.deps import ActorDep, RuntimeDep, UowDep
-from aisc.api.schemas import AllocationOut, JobIn, JobOut, NodeOut, QueueEntryOut
+from aisc.api.schemas import (
+    AllocationOut,
+    ExplanationOut,
+    JobIn,
+    JobOut,
+    NodeOut,
+    PriorityFactorsOut,
+    QueueEntryOut,
+)
 from aisc.domain.money import format_rate
 from aisc.services import allocations, jobs, nodes
 from aisc.services.allocations import AllocationBalance
@@ -105,11 +114,32 @@ def job_logs(
 
 
 @router.get("/queue", response_model=list[QueueEntryOut])
-def queue(uow: UowDep, actor: ActorDep) -> list[QueueEntryOut]:
+def queue(uow: UowDep, actor: ActorDep, runtime: RuntimeDep) -> list[QueueEntryOut]:
+    positions = runtime.controller.positions()
     return [
         QueueEntryOut(position=e.position, job=JobOut.model_validate(e.job))
-        for e in jobs.queue(uow, actor)
+        for e in jobs.queue(uow, actor, positions)
     ]
+
+
+@router.get("/jobs/{job_id}/why", response_model=ExplanationOut)
+def why(job_id: int, uow: UowDep, actor: ActorDep, runtime: RuntimeDep) -> ExplanationOut:
+    """Why a job waits: its priority factors, what it waits for, its reserved start if any."""
+    job, e = jobs.explain_job(uow, actor, job_id, runtime.controller.explain)
+    factors = None if e.factors is None else PriorityFactorsOut(**e.factors.__dict__)
+    return ExplanationOut(
+        job_id=job.id,
+        state=job.state,
+        position=e.position,
+        reason=job.reason if job.state != "queued" and e.state == "unknown" else e.reason,
+        factors=factors,
+        reserved_start=None if e.reserved_start is None else _at(e.reserved_start),
+        reserved_nodes=list(e.reserved_nodes),
+    )
+
+
+def _at(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, tz=UTC)
 
 
 @router.get("/nodes", response_model=list[NodeOut])
