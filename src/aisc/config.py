@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from aisc.scheduler.config import PolicyConfig, PriorityWeights, preset
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AISC_", extra="ignore")
@@ -34,10 +36,61 @@ class Settings(BaseSettings):
     kill_grace_s: float = Field(
         default=2.0, description="Seconds between SIGTERM and SIGKILL when a job is stopped."
     )
+    policy: str = Field(
+        default="aisc",
+        description="Scheduling policy: aisc (multifactor fair share, EASY backfill, borrowing "
+        "with preemption), backfill (FIFO with EASY backfill) or fifo (strict order).",
+    )
+    priority_weights: str = Field(
+        default="age=1000,fairshare=10000,size=1000,qos=2000",
+        description="Weights of the multifactor priority's factors, each factor in [0, 1].",
+    )
+    max_age_s: float = Field(
+        default=7 * 86400, description="A job's age factor saturates after this many seconds."
+    )
+    usage_half_life_s: float = Field(
+        default=7 * 86400, description="Fair-share usage halves over this many seconds."
+    )
+    fairshare_by_org: bool = Field(
+        default=False,
+        description="Fair share in two levels: a busy organisation's projects all rank lower.",
+    )
+    reservations: int = Field(
+        default=1,
+        description="How many blocked jobs get a reserved start for backfill (1: EASY).",
+    )
+    preempt_min_runtime_s: float = Field(
+        default=600,
+        description="A job on borrowed GPUs runs at least this long before it can be preempted.",
+    )
     host: str = Field(default="127.0.0.1", description="Address `aisc serve` listens on.")
     port: int = Field(default=8000, description="Port `aisc serve` listens on.")
     url: str = Field(default="http://127.0.0.1:8000", description="Server URL the CLI talks to.")
     token: str | None = Field(default=None, description="API token the CLI sends.")
+
+    def policy_config(self) -> PolicyConfig:
+        """The scheduler's policy from these settings; ValueError names what is wrong."""
+        weights: dict[str, int] = {}
+        for part in self.priority_weights.split(","):
+            name, _, value = part.partition("=")
+            if (
+                name.strip() not in ("age", "fairshare", "size", "qos")
+                or not value.strip().isdigit()
+            ):
+                raise ValueError(
+                    f"bad priority weight {part.strip()!r}: use age=N,fairshare=N,size=N,qos=N"
+                )
+            weights[name.strip()] = int(value)
+        if self.reservations < 0 or self.max_age_s <= 0 or self.usage_half_life_s <= 0:
+            raise ValueError("reservations must be >= 0; max age and half-life must be positive")
+        return preset(self.policy).with_(
+            weights=PriorityWeights(**weights),
+            max_age_s=self.max_age_s,
+            usage_half_life_s=self.usage_half_life_s,
+            reservations=self.reservations,
+            min_runtime_s=self.preempt_min_runtime_s,
+            group_by_org=self.fairshare_by_org,
+        )
 
     def resolved_database_url(self) -> str:
         if self.database_url:

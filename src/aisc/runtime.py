@@ -36,6 +36,7 @@ class Runtime:
     @classmethod
     def build(cls, settings: Settings, migrate: bool = True) -> Runtime:
         settings.home.mkdir(parents=True, exist_ok=True)
+        settings.policy_config()  # a bad policy setting stops start-up before anything else
         url = settings.resolved_database_url()
         if migrate:
             upgrade(url)
@@ -49,7 +50,7 @@ class Runtime:
             session_factory=factory,
             backend=backend,
             inventory=inventory,
-            controller=Controller(lambda: UnitOfWork(factory), backend),
+            controller=Controller(lambda: UnitOfWork(factory), backend, settings.policy_config()),
         )
         sync_inventory(runtime.uow(), inventory, backend.name)
         return runtime

@@ -83,3 +83,12 @@ def test_serve_refuses_a_bad_inventory_with_one_line(tmp_path: Path) -> None:
     result = runner.invoke(app, ["serve", "--port", "1"], env=env)
     assert result.exit_code == 1
     assert "x8" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_serve_refuses_a_bad_policy_setting_with_one_line(tmp_path: Path) -> None:
+    runner = CliRunner()
+    env = clean_env(AISC_HOME=str(tmp_path / "home"), AISC_PRIORITY_WEIGHTS="age=lots")
+    result = runner.invoke(app, ["serve", "--port", "1"], env=env)
+    assert result.exit_code == 1
+    assert "age=lots" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "home" / "aisc.db").exists(), "nothing is created on bad settings"

@@ -289,7 +289,7 @@ class Scheduler:
             if reservations_left == 0:
                 if int(c.free.sum()) == 0:
                     break
-                if True:
+                if cfg.backfill:  # in strict order a job that cannot fit must stop the walk
                     chunk = chunk[self._could_fit(c, chunk)]
             for s in chunk.tolist():
                 job_id = int(q.ids[s])
