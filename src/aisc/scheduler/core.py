@@ -510,8 +510,12 @@ class Scheduler:
             if c.project_gpus[project] + gpus > c.guarantee[project]:
                 continue  # earlier reclaims this cycle brought the project to its guarantee
             end = c.now + float(q.limit[s])
-            if self._fit(c, gpus, model, end)[0] is not None:
-                continue  # it fits anyway; the walk starts it in its turn
+            parts = self._fit(c, gpus, model, end)[0]
+            if parts is not None:
+                if c.preempted:  # room an earlier reclaim freed: it is for the owners
+                    placements.append(self._take(c, job_id, project, gpus, end, parts))
+                    reasons[job_id] = "reclaimed its guaranteed share by preemption"
+                continue  # otherwise it fits anyway; the walk starts it in its turn
             victims = self._victims(c, int(q.project[s]), gpus, model)
             if victims is None:
                 continue
