@@ -871,9 +871,14 @@ def test_skipping_jobs_that_cannot_fit_in_bulk_never_changes_a_cycle(
             s.submit(job(k + 1, gpus, project=B, at=1 + k, limit=limit))
     # the bound applies from the first chunk after the reservations are made: small chunks
     # let a short queue reach it
-    with patch.object(core, "CHUNK", 2):
+    with patch.object(core, "HEAD", 2):
         with_bound = s.cycle(50)
-        with patch.object(s, "_could_fit", lambda c, chunk: np.ones(len(chunk), np.bool_)):
+
+        def everything(c: object, chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            """The bound off: every job may fit, none is held in bulk."""
+            return np.ones(len(chunk), np.bool_), np.zeros(len(chunk), np.bool_)
+
+        with patch.object(s, "_could_fit", everything):
             assert s.cycle(50) == with_bound
 
 

@@ -7,7 +7,7 @@ import logging
 import typer
 
 from aisc import __version__
-from aisc.cli import admin, commands, server
+from aisc.cli import admin, commands, server, sim
 from aisc.cli.output import console
 
 app = typer.Typer(
@@ -41,6 +41,7 @@ def main(
 server.register(app)
 admin.register(app)
 commands.register(app)
+sim.register(app)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,9 @@ class PolicyConfig:
     min_runtime_s: float = 600.0
     # how many blocked jobs of under-share projects may reclaim GPUs in one cycle
     preemption_attempts: int = 4
+    # compute reserved starts even when no GPU is free to backfill, so `why` can show them;
+    # the simulator turns this off, since such reservations change no decision
+    always_reserve: bool = True
 
     def with_(self, **changes: object) -> PolicyConfig:
         return replace(self, **changes)  # type: ignore[arg-type]

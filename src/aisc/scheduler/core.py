@@ -25,7 +25,8 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -48,7 +49,7 @@ from aisc.scheduler.rules import Unschedulable, check_request
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 INF = math.inf
-CHUNK = 2048
+HEAD = 64  # jobs ordered up front; most cycles decide within the head of the queue
 
 __all__ = ["Scheduler", "Unschedulable"]
 
@@ -61,13 +62,49 @@ class RunningJob:
     end: float  # start + time limit: when its GPUs are surely free again
     nodes: tuple[tuple[int, tuple[int, ...]], ...]  # (node index, local GPU slots)
     borrowed: bool
+    gpus: int = 0
+    per_node: dict[int, int] = field(default_factory=dict)
 
-    @property
-    def gpus(self) -> int:
-        return sum(len(slots) for _, slots in self.nodes)
+    def __post_init__(self) -> None:
+        self.per_node = {i: len(slots) for i, slots in self.nodes}
+        self.gpus = sum(self.per_node.values())
 
     def gpus_on(self, node: int) -> int:
-        return sum(len(slots) for i, slots in self.nodes if i == node)
+        return self.per_node.get(node, 0)
+
+
+class _Ranking:
+    """The pending jobs' order, computed lazily. Positions index `slots` and the keys; the head
+    of the queue comes by partial selection, a subset by sorting only that subset. Keys are
+    lexsort keys, least significant first; None means `slots` is already in order."""
+
+    def __init__(self, slots: IntArray, keys: tuple[npt.NDArray[Any], ...] | None) -> None:
+        self.slots = slots
+        self.keys = keys
+
+    def __len__(self) -> int:
+        return len(self.slots)
+
+    def first(self, n: int, among: IntArray | None = None) -> IntArray:
+        """Positions of the first n jobs in order (of all jobs, or of `among`)."""
+        pool = np.arange(len(self.slots)) if among is None else among
+        if self.keys is None:
+            return np.sort(pool)[:n]
+        if n >= len(pool):
+            return self.sort(pool)
+        primary = self.keys[-1][pool]
+        cut = np.partition(primary, n - 1)[n - 1]
+        return self.sort(pool[primary <= cut])[:n]  # ties at the cut come along, then go
+
+    def sort(self, positions: IntArray) -> IntArray:
+        if self.keys is None:
+            return np.sort(positions)
+        return positions[np.lexsort(tuple(k[positions] for k in self.keys))]
+
+    def rest(self, taken: IntArray) -> IntArray:
+        mask = np.ones(len(self.slots), np.bool_)
+        mask[taken] = False
+        return np.flatnonzero(mask)
 
 
 @dataclass
@@ -111,12 +148,22 @@ class Scheduler:
         self.free = self.node_size.copy()
         self.free_slots: list[list[int]] = [list(range(n.gpus)) for n in ordered]
         # per node, (end, job id) of running jobs, sorted: the release profile for reservations
-        self.releases: list[list[tuple[float, int]]] = [[] for _ in ordered]
+        self.releases: list[list[tuple[float, int, int]]] = [[] for _ in ordered]  # end, id, gpus
+        self.model_name = list(self.model_code)
+        # running jobs on each node, and GPUs each node lends to borrowed jobs: for preemption
+        self.on_node: list[dict[int, RunningJob]] = [{} for _ in ordered]
+        # per node, the first and last time a running job reaches its limit (inf / -inf: none)
+        self.first_end = np.full(len(ordered), INF)
+        self.last_end = np.full(len(ordered), -INF)
+        self.borrowed_gpus = np.zeros(len(ordered), np.int64)
+        # running GPUs per project and the sum of GPUs x start, for running usage in O(1)
+        self.project_start_sum: FloatArray = np.zeros(0)
         self.queue = PendingQueue()
         self.fairshare = FairShare(self.config.usage_half_life_s)
         self.running: dict[int, RunningJob] = {}
         self.project_gpus: IntArray = np.zeros(0, np.int64)
         self.last_reasons: dict[int, str] = {}
+        self._held_by_reservation: IntArray = np.zeros(0, np.int64)
         self.last_reservations: dict[int, Reservation] = {}
 
     # -- what the driver tells the scheduler ---------------------------------------------------
@@ -167,12 +214,18 @@ class Scheduler:
                 self.free_slots[i].remove(slot)
             self.free[i] -= len(slots)
             nodes.append((i, slots))
-            bisect.insort(self.releases[i], (start + job.time_limit_s, job.job_id))
+            bisect.insort(self.releases[i], (start + job.time_limit_s, job.job_id, len(slots)))
+            self._ends_changed(i)
         run = RunningJob(
             job, code, start, start + job.time_limit_s, tuple(nodes), placement.borrowed
         )
         self.running[job.job_id] = run
+        for i, slots in run.nodes:
+            self.on_node[i][job.job_id] = run
+            if run.borrowed:
+                self.borrowed_gpus[i] += len(slots)
         self.project_gpus[code] += run.gpus
+        self.project_start_sum[code] += run.gpus * start
 
     def finished(self, job_id: int, now: float) -> None:
         run = self._release(job_id, now)
@@ -191,21 +244,58 @@ class Scheduler:
         if run is None:
             return None
         for i, slots in run.nodes:
+            del self.on_node[i][job_id]
+            if run.borrowed:
+                self.borrowed_gpus[i] -= len(slots)
             for slot in slots:
                 bisect.insort(self.free_slots[i], slot)
             self.free[i] += len(slots)
-            entry = (run.end, job_id)
+            entry = (run.end, job_id, len(slots))
             k = bisect.bisect_left(self.releases[i], entry)
             if k < len(self.releases[i]) and self.releases[i][k] == entry:
                 del self.releases[i][k]
+            self._ends_changed(i)
         self.project_gpus[run.project_code] -= run.gpus
+        self.project_start_sum[run.project_code] -= run.gpus * run.start
         self.fairshare.add_usage(run.job.project, run.gpus * max(0.0, now - run.start), now)
         return run
+
+    def _ends_changed(self, i: int) -> None:
+        ends = self.releases[i]
+        self.first_end[i] = ends[0][0] if ends else INF
+        self.last_end[i] = ends[-1][0] if ends else -INF
+
+    @property
+    def free_gpus(self) -> int:
+        return int(self.free.sum())
+
+    def may_fit(self, gpus: int, gpu_model: str) -> bool:
+        """An upper bound: whether a request could start now on the free GPUs, ignoring
+        priority and reservations. A driver may skip a cycle for arrivals that cannot."""
+        code = self.model_code[gpu_model]
+        ix = self.nodes_of_model[code]
+        free = self.free[ix]
+        if gpus <= self.model_max_node[code]:
+            return bool(free.max() >= gpus)
+        return bool(self.node_size[ix][free == self.node_size[ix]].sum() >= gpus)
+
+    def may_reclaim(self, project: int, gpus: int) -> bool:
+        """Whether a new job could take borrowed GPUs back: it is within its project's
+        guarantee and some GPUs are lent. (When no GPU is free and this is False for every
+        new job, a cycle can change nothing: drivers may skip it.)"""
+        cfg = self.config
+        if not (cfg.borrowing and cfg.preemption) or not self.borrowed_gpus.any():
+            return False
+        code = self.fairshare.code(project)
+        self._grow_projects()
+        guarantee = self._guarantee()
+        return bool(self.project_gpus[code] + gpus <= guarantee[code])
 
     def _grow_projects(self) -> None:
         missing = self.fairshare.size - len(self.project_gpus)
         if missing > 0:
             self.project_gpus = np.append(self.project_gpus, np.zeros(missing, np.int64))
+            self.project_start_sum = np.append(self.project_start_sum, np.zeros(missing))
 
     # -- priority ----------------------------------------------------------------------------
 
@@ -223,24 +313,28 @@ class Scheduler:
         return age, fairshare, size, qos, priority
 
     def _running_usage(self, now: float) -> FloatArray:
-        usage = np.zeros(self.fairshare.size)
-        for run in self.running.values():
-            usage[run.project_code] += run.gpus * max(0.0, now - run.start)
+        """GPU-seconds of running jobs so far, per project: sum of gpus x (now - start)."""
+        usage: FloatArray = np.maximum(self.project_gpus * now - self.project_start_sum, 0.0)
         return usage
 
-    def _order(self, now: float) -> tuple[IntArray, FloatArray | None]:
+    def _ranking(self, now: float, order: IntArray | None = None) -> _Ranking:
+        """The pending jobs' order: by the policy, or as given (an oracle's order)."""
+        if order is not None:
+            return _Ranking(order, None)
         q = self.queue
         slots = q.live_slots()
         if self.config.ordering == "fifo":
-            keys = (q.ids[slots], q.submit[slots])
-            return slots[np.lexsort(keys)], None
+            return _Ranking(slots, (q.ids[slots], q.submit[slots]))
         priority = self._factors(slots, now)[-1]
-        return slots[np.lexsort((q.ids[slots], q.submit[slots], -priority))], priority
+        return _Ranking(slots, (q.ids[slots], q.submit[slots], -priority))
+
+    def _order(self, now: float) -> IntArray:
+        ranking = self._ranking(now)
+        return ranking.slots[ranking.first(len(ranking))]
 
     def ordered_ids(self, now: float) -> list[int]:
         """Pending job ids in the order the next cycle will consider them."""
-        order, _ = self._order(now)
-        return [int(i) for i in self.queue.ids[order]]
+        return [int(i) for i in self.queue.ids[self._order(now)]]
 
     def order_by_key(self, now: float) -> IntArray:
         """Pending slots ordered by each job's sort_key (the simulator's SRTF oracle)."""
@@ -256,8 +350,7 @@ class Scheduler:
 
     def cycle(self, now: float, order: IntArray | None = None) -> CycleResult:
         cfg = self.config
-        if order is None:
-            order, _ = self._order(now)
+        ranking = self._ranking(now, order)
         c = _Cycle(
             now=now,
             free=self.free.copy(),
@@ -275,23 +368,50 @@ class Scheduler:
         reservations: list[Reservation] = []
         reasons: dict[int, str] = {}
         done: set[int] = set()
-        if cfg.borrowing and cfg.preemption and any(r.borrowed for r in self.running.values()):
-            for placement in self._reclaim(c, order, reasons):
+        if cfg.borrowing and cfg.preemption and self.borrowed_gpus.any():
+            for placement in self._reclaim(c, ranking, reasons):
                 starts.append(placement)
                 done.add(placement.job_id)
         q = self.queue
         reservations_left = cfg.reservations if cfg.backfill else 0
-        pos = 0
-        stop = False
-        while pos < len(order) and not stop:
-            chunk = order[pos : pos + CHUNK]
-            pos += CHUNK
-            if reservations_left == 0:
-                if int(c.free.sum()) == 0:
-                    break
-                if cfg.backfill:  # in strict order a job that cannot fit must stop the walk
-                    chunk = chunk[self._could_fit(c, chunk)]
-            for s in chunk.tolist():
+        held: list[IntArray] = []  # ids skipped in bulk because of a reservation
+        # 1. in strict order until the reservations are made (or, without backfill, until the
+        #    first job that cannot start): usually only the head of the queue
+        walked = 0
+        head = ranking.first(HEAD)
+        stop = reservations_left == 0 and cfg.backfill
+        while not stop and walked < len(ranking):
+            if walked == len(head):
+                head = ranking.first(len(ranking))  # a long head: order the whole queue
+            s = int(ranking.slots[head[walked]])
+            walked += 1
+            job_id = int(q.ids[s])
+            if job_id in done:
+                continue
+            gpus, model = int(q.gpus[s]), int(q.model[s])
+            end = now + float(q.limit[s])
+            parts, why = self._fit(c, gpus, model, end)
+            if parts is not None:
+                starts.append(self._take(c, job_id, int(q.project[s]), gpus, end, parts))
+                continue
+            reasons[job_id] = why
+            if not cfg.backfill:
+                break  # strict order: the first job that cannot start holds the rest
+            if not cfg.always_reserve and not c.free.any():
+                break  # nothing free to backfill: a reservation would change nothing now
+            reservation = self._reserve(c, job_id, gpus, model, float(q.limit[s]))
+            if reservation is not None:
+                reservations.append(reservation)
+                reasons[job_id] = "reserved"
+                reservations_left -= 1
+                stop = reservations_left == 0
+        # 2. backfill: of the rest, only jobs that could fit now are ordered and tried
+        if cfg.backfill and stop and c.free.any() and walked < len(ranking):
+            rest = ranking.slots[ranking.rest(head[:walked])]
+            could, delayed = self._could_fit(c, rest)
+            held.append(q.ids[rest[delayed]])
+            candidates = ranking.rest(head[:walked])[could]
+            for s in ranking.slots[ranking.sort(candidates)].tolist():
                 job_id = int(q.ids[s])
                 if job_id in done:
                     continue
@@ -300,31 +420,24 @@ class Scheduler:
                 parts, why = self._fit(c, gpus, model, end)
                 if parts is not None:
                     starts.append(self._take(c, job_id, int(q.project[s]), gpus, end, parts))
-                    continue
-                if not cfg.backfill:
+                    if not c.free.any():
+                        break
+                else:
                     reasons[job_id] = why
-                    stop = True  # strict order: the first job that cannot start holds the rest
-                    break
-                if reservations_left > 0:
-                    reservation = self._reserve(c, job_id, gpus, model, float(q.limit[s]))
-                    if reservation is not None:
-                        reservations.append(reservation)
-                        reasons[job_id] = "reserved"
-                        reservations_left -= 1
-                        continue
-                reasons[job_id] = why
-            if reservations_left == 0 and int(c.free.sum()) == 0:
-                break
         self.last_reasons = reasons
         self.last_reservations = {r.job_id: r for r in reservations}
+        # to explain the jobs the walk skipped in bulk
+        self._held_by_reservation = np.concatenate(held) if held else np.zeros(0, np.int64)
         return CycleResult(
             starts=starts,
             preemptions=sorted(c.preempted),
             reservations=reservations,
-            pending=len(order),
+            pending=len(ranking),
         )
 
-    def _could_fit(self, c: _Cycle, chunk: IntArray) -> npt.NDArray[np.bool_]:
+    def _could_fit(
+        self, c: _Cycle, chunk: IntArray
+    ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
         """An upper bound, in one vector pass: False where a job surely cannot start now.
 
         Per model: the largest free block on nodes without reservations; on reserved nodes,
@@ -335,6 +448,7 @@ class Scheduler:
         gpus, model = q.gpus[chunk], q.model[chunk]
         ends = c.now + q.limit[chunk]
         result = np.zeros(len(chunk), np.bool_)
+        roomy = np.zeros(len(chunk), np.bool_)
         for code, ix in enumerate(self.nodes_of_model):
             mine = model == code
             if not mine.any():
@@ -347,7 +461,7 @@ class Scheduler:
             fits = g <= usable.max()
             # a job that ends before a reservation may use that node's free GPUs
             latest = np.full(largest + 1, -INF)
-            for need in range(1, largest + 1):
+            for need in range(1, largest + 1) if not open_.all() else ():
                 has = (~open_) & (free >= need)
                 if has.any():
                     latest[need] = shadow[has].max()
@@ -361,7 +475,9 @@ class Scheduler:
                 e <= latest_whole, int(size[reserved_whole].sum()), 0
             )
             result[mine] = np.where(single, fits, g <= whole_room)
-        return result
+            # what would fit were it not for the reservations: those jobs wait for them
+            roomy[mine] = np.where(single, g <= free.max(), g <= int(size[whole].sum()))
+        return result, roomy & ~result
 
     def _fit(
         self, c: _Cycle, gpus: int, model: int, end: float
@@ -421,22 +537,20 @@ class Scheduler:
         return slots
 
     def _model(self, code: int) -> str:
-        for name, value in self.model_code.items():
-            if value == code:
-                return name
-        return "?"
+        return self.model_name[code]
 
     # -- reservations ------------------------------------------------------------------------
 
     def _profile(self, c: _Cycle, i: int) -> list[tuple[float, int]]:
         """(time, GPUs freed) on node i, soonest first: running jobs' limits and this cycle's."""
-        events = [
-            (end, self.running[job_id].gpus_on(i))
-            for end, job_id in self.releases[i]
-            if job_id not in c.preempted
-        ]
-        events.extend(c.new_releases.get(i, ()))
-        events.sort()
+        if c.preempted:
+            events = [(end, n) for end, job_id, n in self.releases[i] if job_id not in c.preempted]
+        else:
+            events = [(end, n) for end, _, n in self.releases[i]]
+        extra = c.new_releases.get(i)
+        if extra:
+            events.extend(extra)
+            events.sort()
         return events
 
     def _earliest(self, c: _Cycle, i: int, need: int) -> tuple[float, int]:
@@ -444,7 +558,11 @@ class Scheduler:
         available = int(c.free[i]) - int(c.claimed[i])
         if available >= need:
             return c.now, available
-        for end, count in self._profile(c, i):
+        if c.preempted or i in c.new_releases:
+            events: Iterable[tuple[float, int]] = self._profile(c, i)
+        else:  # the common case: the running jobs' own release times, already sorted
+            events = ((end, n) for end, _, n in self.releases[i])
+        for end, count in events:
             available += count
             if available >= need:
                 return max(end, c.now), available
@@ -456,21 +574,46 @@ class Scheduler:
         ix = self.nodes_of_model[model]
         single = gpus <= self.model_max_node[model]
         if single:
-            best = min(
-                ((self._earliest(c, int(i), gpus), int(i)) for i in ix),
-                key=lambda x: (x[0][0], x[1]),
-            )
-            (when, available), node = best
+            # a node cannot be ready before its first release (or now, if it has room):
+            # visit nodes by that bound and stop once no node can beat the best found
+            room = (c.free[ix] - c.claimed[ix]) >= gpus
+            first = self.first_end[ix]
+            if c.new_releases:  # this cycle's starts release GPUs too
+                first = first.copy()
+                position = {int(node): k for k, node in enumerate(ix.tolist())}
+                for node, ends in c.new_releases.items():
+                    if node in position:
+                        k = position[node]
+                        first[k] = min(first[k], min(end for end, _ in ends))
+            bound = np.where(room, c.now, np.maximum(first, c.now))
+            if c.preempted:
+                bound = np.full(len(ix), c.now)  # preemptions changed the profiles: visit all
+            visit = np.lexsort((ix, bound))
+            best: tuple[float, int, int] = (INF, -1, 0)
+            for k in visit.tolist():
+                i, lower = int(ix[k]), float(bound[k])
+                if lower == INF or (lower, i) > best[:2]:
+                    break
+                when, available = self._earliest(c, i, gpus)
+                if (when, i) < best[:2]:
+                    best = (when, i, available)
+            when, node, available = best
             if when == INF:
                 return None
             chosen = [(node, gpus, available)]
         else:
             whole: list[tuple[float, int, int]] = []
-            for i in ix.tolist():
-                if c.claimed[i]:
-                    continue
-                when, available = self._earliest(c, i, int(self.node_size[i]))
-                whole.append((when, i, available))
+            sizes = self.node_size[ix]
+            if c.preempted or c.new_releases:
+                for i in ix.tolist():
+                    if not c.claimed[i]:
+                        when, available = self._earliest(c, i, int(self.node_size[i]))
+                        whole.append((when, i, available))
+            else:  # a node is whole again when its last running job reaches its limit
+                ready = np.where(c.free[ix] == sizes, c.now, np.maximum(self.last_end[ix], c.now))
+                usable = c.claimed[ix] == 0
+                for k in np.flatnonzero(usable).tolist():
+                    whole.append((float(ready[k]), int(ix[k]), int(sizes[k])))
             whole.sort()
             k = gpus // int(self.node_size[ix[0]])
             if len(whole) < k or whole[k - 1][0] == INF:
@@ -496,15 +639,17 @@ class Scheduler:
 
     # -- preemption --------------------------------------------------------------------------
 
-    def _reclaim(self, c: _Cycle, order: IntArray, reasons: dict[int, str]) -> list[Placement]:
+    def _reclaim(self, c: _Cycle, ranking: _Ranking, reasons: dict[int, str]) -> list[Placement]:
         """Jobs of projects under their guarantee take GPUs back from borrowed jobs."""
         q, cfg = self.queue, self.config
-        if len(order) == 0:
+        if len(ranking) == 0:
             return []
-        projects = q.project[order]
-        under = c.project_gpus[projects] + q.gpus[order] <= c.guarantee[projects]
+        slots = ranking.slots
+        projects = q.project[slots]
+        under = np.flatnonzero(c.project_gpus[projects] + q.gpus[slots] <= c.guarantee[projects])
         placements: list[Placement] = []
-        for s in order[under][: cfg.preemption_attempts].tolist():
+        first = ranking.first(cfg.preemption_attempts, among=under)
+        for s in slots[first].tolist():
             job_id, gpus, model = int(q.ids[s]), int(q.gpus[s]), int(q.model[s])
             project = int(q.project[s])
             if c.project_gpus[project] + gpus > c.guarantee[project]:
@@ -522,9 +667,9 @@ class Scheduler:
             for run in victims:
                 c.preempted.add(run.job.job_id)
                 c.project_gpus[run.project_code] -= run.gpus
-                for i, slots in run.nodes:
-                    c.free[i] += len(slots)
-                    c.freed.setdefault(i, []).extend(slots)
+                for i, lent in run.nodes:
+                    c.free[i] += len(lent)
+                    c.freed.setdefault(i, []).extend(lent)
             parts, _ = self._fit(c, gpus, model, end)
             assert parts is not None, "preemption freed room that the fit does not see"
             placement = self._take(c, job_id, int(q.project[s]), gpus, end, parts)
@@ -537,47 +682,52 @@ class Scheduler:
     ) -> list[RunningJob] | None:
         """The fewest, most recently started borrowed jobs whose GPUs let the job fit."""
         cutoff = c.now - self.config.min_runtime_s
-        by_node: dict[int, list[RunningJob]] = {}
-        blocked_nodes: set[int] = set()
-        for run in self.running.values():
-            if run.job.job_id in c.preempted:
-                continue
-            eligible = run.borrowed and run.start <= cutoff and run.project_code != project_code
-            for i, _ in run.nodes:
-                if self.node_model[i] != model:
-                    continue
-                if eligible:
-                    by_node.setdefault(i, []).append(run)
-                else:
-                    blocked_nodes.add(i)
-        # GPUs an earlier reclaim in this cycle handed out are not freed by preempting anyone
-        blocked_nodes.update(i for i, slots in c.taken.items() if slots)
-        single = gpus <= self.model_max_node[model]
-        options: list[tuple[int, float, int, list[RunningJob]]] = []
-        for i in self.nodes_of_model[model].tolist():
-            candidates = sorted(by_node.get(i, []), key=lambda r: (-r.start, r.job.job_id))
-            if single:
+
+        def eligible(run: RunningJob) -> bool:
+            return (
+                run.borrowed
+                and run.start <= cutoff
+                and run.project_code != project_code
+                and run.job.job_id not in c.preempted
+            )
+
+        ix = self.nodes_of_model[model]
+        # a node can help only if its free GPUs and those it lends reach the request
+        reach = c.free[ix] + self.borrowed_gpus[ix]
+        if gpus <= self.model_max_node[model]:
+            best: tuple[int, float, int, list[RunningJob]] | None = None
+            for i in ix[reach >= gpus].tolist():
                 free = int(c.free[i])
                 picked: list[RunningJob] = []
-                for run in candidates:
+                runs = sorted(
+                    (r for r in self.on_node[i].values() if eligible(r)),
+                    key=lambda r: (-r.start, r.job.job_id),
+                )
+                for run in runs:
                     if free >= gpus:
                         break
                     picked.append(run)
                     free += run.gpus_on(i)
                 if free >= gpus and picked:
-                    options.append((len(picked), -picked[-1].start, i, picked))
-            elif i not in blocked_nodes:
-                options.append((len(candidates), 0.0, i, candidates))
-        if single:
-            if not options:
-                return None
-            return min(options, key=lambda o: (o[0], o[1], o[2]))[3]
+                    option = (len(picked), -picked[-1].start, i, picked)
+                    if best is None or option[:3] < best[:3]:
+                        best = option
+            return None if best is None else best[3]
+        # whole nodes: every job on the node must be an eligible victim, and GPUs an earlier
+        # reclaim in this cycle handed out there are not freed by preempting anyone
+        options: list[tuple[int, int, list[RunningJob]]] = []
+        for i in ix[reach >= self.node_size[ix]].tolist():
+            if c.taken.get(i):
+                continue
+            runs = [r for r in self.on_node[i].values() if r.job.job_id not in c.preempted]
+            if all(eligible(r) for r in runs):
+                options.append((len(runs), i, runs))
         k = gpus // int(self.model_max_node[model])
-        options.sort(key=lambda o: (o[0], o[2]))
         if len(options) < k:
             return None
+        options.sort(key=lambda o: (o[0], o[1]))
         victims: dict[int, RunningJob] = {}
-        for _, _, _, runs in options[:k]:
+        for _, _, runs in options[:k]:
             for run in runs:
                 victims[run.job.job_id] = run
         # a multi-node victim frees GPUs elsewhere too; that is fine, never too few
@@ -629,10 +779,12 @@ class Scheduler:
                 reservation.nodes,
             )
         reason = self.last_reasons.get(job_id)
+        gpus, code = int(q.gpus[slot]), int(q.model[slot])
+        if reason is None and bool(np.any(self._held_by_reservation == job_id)):
+            reason = "starting now would delay a higher-priority job's reserved start"
         if reason is None:
-            gpus, model = int(q.gpus[slot]), self._model(int(q.model[slot]))
             reason = (
-                f"waiting for {gpus} {model} GPUs: all are busy or held for "
+                f"waiting for {gpus} {self._model(code)} GPUs: all are busy or held for "
                 f"{int(ahead)} higher-priority jobs"
             )
         return Explanation(job_id, "pending", int(ahead) + 1, factors, reason)

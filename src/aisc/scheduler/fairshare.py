@@ -32,6 +32,7 @@ class FairShare:
         self._org = np.zeros(0, dtype=np.int64)
         self._scaled_usage = np.zeros(0)
         self._reference = 0.0
+        self._normalised: FloatArray | None = None  # cached until the shares change
         self.group_by_org = False
 
     # -- projects and their entitlements -------------------------------------------------
@@ -64,6 +65,7 @@ class FairShare:
             if value < 0:
                 raise ValueError(f"project {project} has a negative share")
             raw[self._code[project]] = value
+        self._normalised = None
         self.group_by_org = org_of is not None
         if org_of is not None:
             for project, org in org_of.items():
@@ -72,11 +74,10 @@ class FairShare:
 
     def normalised_shares(self) -> FloatArray:
         """S per project: its award's part of all awards, summing to 1."""
-        total = float(self._shares.sum())
-        if total <= 0:
-            return np.zeros(self.size)
-        shares: FloatArray = self._shares / total
-        return shares
+        if self._normalised is None or len(self._normalised) != self.size:
+            total = float(self._shares.sum())
+            self._normalised = self._shares / total if total > 0 else np.zeros(self.size)
+        return self._normalised
 
     # -- usage -----------------------------------------------------------------------------
 
