@@ -50,6 +50,7 @@ IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 INF = math.inf
 HEAD = 64  # jobs ordered up front; most cycles decide within the head of the queue
+CHUNK = 256  # backfill candidates tried between two refreshes of the vectorised bound
 
 __all__ = ["Scheduler", "Unschedulable"]
 
@@ -405,25 +406,34 @@ class Scheduler:
                 reasons[job_id] = "reserved"
                 reservations_left -= 1
                 stop = reservations_left == 0
-        # 2. backfill: of the rest, only jobs that could fit now are ordered and tried
+        # 2. backfill: of the rest, only jobs that could fit now are ordered and tried, a chunk
+        #    at a time, each chunk filtered again as the free GPUs run out
         if cfg.backfill and stop and c.free.any() and walked < len(ranking):
-            rest = ranking.slots[ranking.rest(head[:walked])]
-            could, delayed = self._could_fit(c, rest)
-            held.append(q.ids[rest[delayed]])
-            candidates = ranking.rest(head[:walked])[could]
-            for s in ranking.slots[ranking.sort(candidates)].tolist():
-                job_id = int(q.ids[s])
-                if job_id in done:
-                    continue
-                gpus, model = int(q.gpus[s]), int(q.model[s])
-                end = now + float(q.limit[s])
-                parts, why = self._fit(c, gpus, model, end)
-                if parts is not None:
-                    starts.append(self._take(c, job_id, int(q.project[s]), gpus, end, parts))
-                    if not c.free.any():
-                        break
-                else:
-                    reasons[job_id] = why
+            rest = ranking.rest(head[:walked])
+            could, delayed = self._could_fit(c, ranking.slots[rest])
+            held.append(q.ids[ranking.slots[rest[delayed]]])
+            candidates = ranking.slots[ranking.sort(rest[could])]
+            for at in range(0, len(candidates), CHUNK):
+                chunk = candidates[at : at + CHUNK]
+                if at:
+                    more, later = self._could_fit(c, chunk)
+                    held.append(q.ids[chunk[later]])
+                    chunk = chunk[more]
+                for s in chunk.tolist():
+                    job_id = int(q.ids[s])
+                    if job_id in done:
+                        continue
+                    gpus, model = int(q.gpus[s]), int(q.model[s])
+                    end = now + float(q.limit[s])
+                    parts, why = self._fit(c, gpus, model, end)
+                    if parts is not None:
+                        starts.append(self._take(c, job_id, int(q.project[s]), gpus, end, parts))
+                        if not c.free.any():
+                            break
+                    else:
+                        reasons[job_id] = why
+                if not c.free.any():
+                    break
         self.last_reasons = reasons
         self.last_reservations = {r.job_id: r for r in reservations}
         # to explain the jobs the walk skipped in bulk
