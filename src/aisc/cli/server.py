@@ -51,8 +51,8 @@ def _run_server(runtime: Runtime, host: str, port: int) -> None:
 
 
 def serve(
-    host: str = typer.Option(None, help="Address to listen on [default: AISC_HOST or 127.0.0.1]."),
-    port: int = typer.Option(None, help="Port to listen on [default: AISC_PORT or 8000]."),
+    host: str = typer.Option(None, help="Address to listen on (AISC_HOST, or 127.0.0.1)."),
+    port: int = typer.Option(None, help="Port to listen on (AISC_PORT, or 8000)."),
     migrate: bool = typer.Option(True, help="Apply database migrations before serving."),
 ) -> None:
     """Serve the API (docs at /docs) and run the controller that starts and meters jobs."""

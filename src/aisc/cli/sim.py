@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -139,93 +140,116 @@ def _simulate(
         console.print(f"report written to {paths['report.html']} (with CSV, JSON and PNG files)")
 
 
-TraceArg = typer.Argument(..., exists=False, help=TRACE_HELP)
+# options both commands take, declared once
+TraceArg = Annotated[Path, typer.Argument(help=TRACE_HELP)]
+Format = Annotated[str, typer.Option("--format", help="auto, philly, alibaba or generic.")]
+Columns = Annotated[
+    str | None,
+    typer.Option(help="Generic CSV: submit=COL,duration=COL|end=COL,gpus=COL[,project=COL]."),
+]
+TimeFormat = Annotated[str, typer.Option(help="Generic CSV times: seconds or datetime.")]
+DatetimeFormat = Annotated[str | None, typer.Option(help="strptime format for datetime times.")]
+Nodes = Annotated[
+    int | None, typer.Option(help="Nodes in the cluster (64 unless --pflops sizes it).")
+]
+GpusPerNode = Annotated[int, typer.Option(help="GPUs per node.")]
+GpuModel = Annotated[str, typer.Option(help="GPU model of every node.")]
+Pflops = Annotated[float | None, typer.Option(help="Size the cluster for this capacity instead.")]
+PflopsPerGpu = Annotated[float | None, typer.Option(help="Peak PFLOPS of one GPU, for --pflops.")]
+Load = Annotated[float | None, typer.Option(help="Scale arrivals to this offered load (e.g. 0.9).")]
+LimitFactor = Annotated[float, typer.Option(help="Time limit = true duration x this.")]
+MaxJobs = Annotated[int | None, typer.Option(help="Replay only the first N jobs.")]
+FundHkd = Annotated[str, typer.Option(help="The subsidy fund in HKD.")]
+PriceHkd = Annotated[str, typer.Option(help="List price per GPU-hour in HKD.")]
+SubsidyRate = Annotated[str, typer.Option(help="Subsidy rate.")]
+JsonFile = Annotated[
+    Path | None, typer.Option("--json", help="Write {policy: {metric: value}} here.")
+]
+Out = Annotated[Path | None, typer.Option(help="Write CSV, JSON, PNG plots and report.html here.")]
 
 
 @sim_app.command("run")
 def run(
-    trace: Path = TraceArg,
-    policy: str = typer.Option("aisc", help="fifo, backfill, aisc or srtf."),
-    fmt: str = typer.Option("auto", "--format", help="auto, philly, alibaba or generic."),
-    columns: str = typer.Option(
-        None, help="Generic CSV: submit=COL,duration=COL|end=COL,gpus=COL[,project=COL]."
-    ),
-    time_format: str = typer.Option("seconds", help="Generic CSV times: seconds or datetime."),
-    datetime_format: str = typer.Option(None, help="strptime format for datetime times."),
-    nodes: int = typer.Option(None, help="Nodes in the cluster [default: 64]."),
-    gpus_per_node: int = typer.Option(8, help="GPUs per node."),
-    gpu_model: str = typer.Option("H800", help="GPU model of every node."),
-    pflops: float = typer.Option(None, help="Size the cluster for this capacity instead."),
-    pflops_per_gpu: float = typer.Option(None, help="Peak PFLOPS of one GPU, for --pflops."),
-    load: float = typer.Option(None, help="Scale arrivals to this offered load (e.g. 0.9)."),
-    limit_factor: float = typer.Option(1.5, help="Time limit = true duration x this."),
-    max_jobs: int = typer.Option(None, help="Replay only the first N jobs."),
-    fund_hkd: str = typer.Option("3000000000", help="The subsidy fund in HKD."),
-    price_hkd: str = typer.Option("30.00", help="List price per GPU-hour in HKD."),
-    subsidy_rate: str = typer.Option("0.70", help="Subsidy rate."),
-    json_file: Path = typer.Option(None, "--json", help="Write {policy: {metric: value}} here."),
-    out: Path = typer.Option(None, help="Write CSV, JSON, PNG plots and report.html here."),
+    trace: TraceArg,
+    policy: Annotated[str, typer.Option(help="fifo, backfill, aisc or srtf.")] = "aisc",
+    fmt: Format = "auto",
+    columns: Columns = None,
+    time_format: TimeFormat = "seconds",
+    datetime_format: DatetimeFormat = None,
+    nodes: Nodes = None,
+    gpus_per_node: GpusPerNode = 8,
+    gpu_model: GpuModel = "H800",
+    pflops: Pflops = None,
+    pflops_per_gpu: PflopsPerGpu = None,
+    load: Load = None,
+    limit_factor: LimitFactor = 1.5,
+    max_jobs: MaxJobs = None,
+    fund_hkd: FundHkd = "3000000000",
+    price_hkd: PriceHkd = "30.00",
+    subsidy_rate: SubsidyRate = "0.70",
+    json_file: JsonFile = None,
+    out: Out = None,
 ) -> None:
     """Replay a trace with one policy."""
-    data, cluster = _options(
-        trace,
-        fmt,
-        columns,
-        time_format,
-        datetime_format,
-        nodes,
-        gpus_per_node,
-        gpu_model,
-        pflops,
-        pflops_per_gpu,
-        load,
-        max_jobs,
-    )
-    _simulate(
-        data, cluster, [policy], limit_factor, fund_hkd, price_hkd, subsidy_rate, json_file, out
-    )
+    options = dict(locals())
+    _replay([options.pop("policy")], options)
 
 
 @sim_app.command("compare")
 def compare(
-    trace: Path = TraceArg,
-    policies: str = typer.Option("fifo,backfill,aisc,srtf", help="Comma-separated policies."),
-    fmt: str = typer.Option("auto", "--format", help="auto, philly, alibaba or generic."),
-    columns: str = typer.Option(
-        None, help="Generic CSV: submit=COL,duration=COL|end=COL,gpus=COL[,project=COL]."
-    ),
-    time_format: str = typer.Option("seconds", help="Generic CSV times: seconds or datetime."),
-    datetime_format: str = typer.Option(None, help="strptime format for datetime times."),
-    nodes: int = typer.Option(None, help="Nodes in the cluster [default: 64]."),
-    gpus_per_node: int = typer.Option(8, help="GPUs per node."),
-    gpu_model: str = typer.Option("H800", help="GPU model of every node."),
-    pflops: float = typer.Option(None, help="Size the cluster for this capacity instead."),
-    pflops_per_gpu: float = typer.Option(None, help="Peak PFLOPS of one GPU, for --pflops."),
-    load: float = typer.Option(None, help="Scale arrivals to this offered load (e.g. 0.9)."),
-    limit_factor: float = typer.Option(1.5, help="Time limit = true duration x this."),
-    max_jobs: int = typer.Option(None, help="Replay only the first N jobs."),
-    fund_hkd: str = typer.Option("3000000000", help="The subsidy fund in HKD."),
-    price_hkd: str = typer.Option("30.00", help="List price per GPU-hour in HKD."),
-    subsidy_rate: str = typer.Option("0.70", help="Subsidy rate."),
-    json_file: Path = typer.Option(None, "--json", help="Write {policy: {metric: value}} here."),
-    out: Path = typer.Option(None, help="Write CSV, JSON, PNG plots and report.html here."),
+    trace: TraceArg,
+    policies: Annotated[
+        str, typer.Option(help="Comma-separated policies.")
+    ] = "fifo,backfill,aisc,srtf",
+    fmt: Format = "auto",
+    columns: Columns = None,
+    time_format: TimeFormat = "seconds",
+    datetime_format: DatetimeFormat = None,
+    nodes: Nodes = None,
+    gpus_per_node: GpusPerNode = 8,
+    gpu_model: GpuModel = "H800",
+    pflops: Pflops = None,
+    pflops_per_gpu: PflopsPerGpu = None,
+    load: Load = None,
+    limit_factor: LimitFactor = 1.5,
+    max_jobs: MaxJobs = None,
+    fund_hkd: FundHkd = "3000000000",
+    price_hkd: PriceHkd = "30.00",
+    subsidy_rate: SubsidyRate = "0.70",
+    json_file: JsonFile = None,
+    out: Out = None,
 ) -> None:
     """Replay a trace with several policies on the same cluster and compare them."""
-    data, cluster = _options(
-        trace,
-        fmt,
-        columns,
-        time_format,
-        datetime_format,
-        nodes,
-        gpus_per_node,
-        gpu_model,
-        pflops,
-        pflops_per_gpu,
-        load,
-        max_jobs,
-    )
-    names = [p.strip() for p in policies.split(",") if p.strip()]
+    options = dict(locals())
+    names = [p.strip() for p in options.pop("policies").split(",") if p.strip()]
     if len(set(names)) != len(names):
         fail("each policy may appear once in --policies")
-    _simulate(data, cluster, names, limit_factor, fund_hkd, price_hkd, subsidy_rate, json_file, out)
+    _replay(names, options)
+
+
+def _replay(policies: list[str], o: dict[str, Any]) -> None:
+    data, cluster = _options(
+        o["trace"],
+        o["fmt"],
+        o["columns"],
+        o["time_format"],
+        o["datetime_format"],
+        o["nodes"],
+        o["gpus_per_node"],
+        o["gpu_model"],
+        o["pflops"],
+        o["pflops_per_gpu"],
+        o["load"],
+        o["max_jobs"],
+    )
+    _simulate(
+        data,
+        cluster,
+        policies,
+        o["limit_factor"],
+        o["fund_hkd"],
+        o["price_hkd"],
+        o["subsidy_rate"],
+        o["json_file"],
+        o["out"],
+    )

@@ -387,19 +387,13 @@ class Scheduler:
             s = int(ranking.slots[head[walked]])
             walked += 1
             job_id = int(q.ids[s])
-            if job_id in done:
+            if job_id in done or self._try_start(c, s, starts, reasons):
                 continue
-            gpus, model = int(q.gpus[s]), int(q.model[s])
-            end = now + float(q.limit[s])
-            parts, why = self._fit(c, gpus, model, end)
-            if parts is not None:
-                starts.append(self._take(c, job_id, int(q.project[s]), gpus, end, parts))
-                continue
-            reasons[job_id] = why
             if not cfg.backfill:
                 break  # strict order: the first job that cannot start holds the rest
             if not cfg.always_reserve and not c.free.any():
                 break  # nothing free to backfill: a reservation would change nothing now
+            gpus, model = int(q.gpus[s]), int(q.model[s])
             reservation = self._reserve(c, job_id, gpus, model, float(q.limit[s]))
             if reservation is not None:
                 reservations.append(reservation)
@@ -420,18 +414,9 @@ class Scheduler:
                     held.append(q.ids[chunk[later]])
                     chunk = chunk[more]
                 for s in chunk.tolist():
-                    job_id = int(q.ids[s])
-                    if job_id in done:
-                        continue
-                    gpus, model = int(q.gpus[s]), int(q.model[s])
-                    end = now + float(q.limit[s])
-                    parts, why = self._fit(c, gpus, model, end)
-                    if parts is not None:
-                        starts.append(self._take(c, job_id, int(q.project[s]), gpus, end, parts))
-                        if not c.free.any():
-                            break
-                    else:
-                        reasons[job_id] = why
+                    started = int(q.ids[s]) not in done and self._try_start(c, s, starts, reasons)
+                    if started and not c.free.any():
+                        break
                 if not c.free.any():
                     break
         self.last_reasons = reasons
@@ -444,6 +429,20 @@ class Scheduler:
             reservations=reservations,
             pending=len(ranking),
         )
+
+    def _try_start(
+        self, c: _Cycle, s: int, starts: list[Placement], reasons: dict[int, str]
+    ) -> bool:
+        """Start the job in slot s if it fits now; otherwise note why it did not."""
+        q = self.queue
+        job_id, gpus = int(q.ids[s]), int(q.gpus[s])
+        end = c.now + float(q.limit[s])
+        parts, why = self._fit(c, gpus, int(q.model[s]), end)
+        if parts is None:
+            reasons[job_id] = why
+            return False
+        starts.append(self._take(c, job_id, int(q.project[s]), gpus, end, parts))
+        return True
 
     def _could_fit(
         self, c: _Cycle, chunk: IntArray
