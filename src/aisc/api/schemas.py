@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from aisc.domain.money import format_cents, format_rate
+from aisc.store.tables import Scheme
 
 
 class Out(BaseModel):
@@ -98,10 +99,7 @@ class SchemeOut(Out):
     min_reviews: int
 
 
-def scheme_out(s: object) -> SchemeOut:
-    from aisc.store.tables import Scheme
-
-    assert isinstance(s, Scheme)
+def scheme_out(s: Scheme) -> SchemeOut:
     return SchemeOut(
         id=s.id,
         name=s.name,

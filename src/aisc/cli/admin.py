@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import typer
 
 from aisc.cli.output import console, fail
@@ -9,6 +11,7 @@ from aisc.config import get_settings
 from aisc.domain.errors import DomainError
 from aisc.services import accounts
 from aisc.services.context import SYSTEM
+from aisc.store.uow import UnitOfWork
 
 admin_app = typer.Typer(
     help="Set-up on the database itself (no server needed): the first operator and tokens."
@@ -19,10 +22,9 @@ def register(app: typer.Typer) -> None:
     app.add_typer(admin_app, name="admin")
 
 
-def _uow_factory():  # type: ignore[no-untyped-def]
+def _uow_factory() -> Callable[[], UnitOfWork]:
     from aisc.store.db import make_engine, make_session_factory
     from aisc.store.migrate import upgrade
-    from aisc.store.uow import UnitOfWork
 
     settings = get_settings()
     settings.home.mkdir(parents=True, exist_ok=True)

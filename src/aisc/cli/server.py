@@ -15,6 +15,8 @@ from aisc.config import Settings, get_settings
 from aisc.domain.errors import DomainError
 from aisc.domain.money import format_cents, format_rate
 from aisc.runtime import Runtime
+from aisc.services.allocations import AllocationBalance
+from aisc.services.schemes import FundPosition
 
 db_app = typer.Typer(help="Database schema: apply migrations, show the current revision.")
 
@@ -137,7 +139,7 @@ def demo(
                 demo_jobs,
                 lambda done, _total: progress.update(task, completed=done),
             )
-        _print_jobs(runtime, centre)
+        _print_jobs(runtime)
         _print_fund(schemes.fund_positions(runtime.uow(), centre.funder))
         _print_allocations(allocations.list_allocations(runtime.uow(), centre.operator))
         month = datetime.now(UTC).strftime("%Y-%m")
@@ -187,7 +189,7 @@ def demo(
         runtime.close()
 
 
-def _print_jobs(runtime: Runtime, centre: object) -> None:
+def _print_jobs(runtime: Runtime) -> None:
     from aisc.services import jobs
     from aisc.services.context import SYSTEM
 
@@ -201,14 +203,11 @@ def _print_jobs(runtime: Runtime, centre: object) -> None:
     console.print(table)
 
 
-def _print_fund(positions: list[object]) -> None:
-    from aisc.services.schemes import FundPosition
-
+def _print_fund(positions: list[FundPosition]) -> None:
     table = Table(title="Fund")
     for col in ("scheme", "total", "available", "committed", "spent", "adds up"):
         table.add_column(col, justify="right" if col != "scheme" else "left")
     for p in positions:
-        assert isinstance(p, FundPosition)
         adds_up = p.total_cents == p.available_cents + p.committed_cents + p.spent_cents
         table.add_row(
             p.name,
@@ -221,9 +220,7 @@ def _print_fund(positions: list[object]) -> None:
     console.print(table)
 
 
-def _print_allocations(balances: list[object]) -> None:
-    from aisc.services.allocations import AllocationBalance
-
+def _print_allocations(balances: list[AllocationBalance]) -> None:
     table = Table(title="Allocations")
     for col in (
         "id",
@@ -236,7 +233,6 @@ def _print_allocations(balances: list[object]) -> None:
     ):
         table.add_column(col)
     for b in balances:
-        assert isinstance(b, AllocationBalance)
         a = b.allocation
         table.add_row(
             str(a.id),

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, cast
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from aisc.cli.output import console, fail
 from aisc.domain.errors import ValidationError
 from aisc.domain.money import parse_cents, parse_rate
+from aisc.sim.engine import SimCluster
+from aisc.sim.records import Trace
 
 sim_app = typer.Typer(
     help="Replay GPU cluster traces through aisc's scheduler: waits, utilisation, fairness, money."
@@ -36,10 +45,8 @@ def _options(
     pflops_per_gpu: float | None,
     load: float | None,
     max_jobs: int | None,
-):  # type: ignore[no-untyped-def]
-    from aisc.sim.engine import SimCluster
+) -> tuple[Trace, SimCluster]:
     from aisc.sim.planner import cluster_for_capacity, scale_to_load
-    from aisc.sim.records import Trace
     from aisc.sim.traces import TraceError, load_trace, parse_columns
 
     if fmt not in ("auto", "philly", "alibaba", "generic"):
@@ -50,9 +57,9 @@ def _options(
         mapping = parse_columns(columns) if columns else None
         data = load_trace(
             trace,
-            fmt,  # type: ignore[arg-type]
+            cast(Literal["auto", "philly", "alibaba", "generic"], fmt),
             mapping,
-            time_format,  # type: ignore[arg-type]
+            cast(Literal["seconds", "datetime"], time_format),
             datetime_format,
         )
     except TraceError as exc:
@@ -76,8 +83,8 @@ def _options(
 
 
 def _simulate(
-    data,  # type: ignore[no-untyped-def]
-    cluster,
+    data: Trace,
+    cluster: SimCluster,
     policies: list[str],
     limit_factor: float,
     fund_hkd: str,
@@ -118,13 +125,11 @@ def _simulate(
     ) as progress:
         for policy in policies:
             task = progress.add_task(f"{policy:>8}", total=len(data.jobs))
-            run = SimRun(
-                data,
-                cluster,
-                policy,
-                limit_factor,
-                progress=lambda done, task=task: progress.update(task, completed=done),
-            )
+
+            def advance(done: int, task: TaskID = task) -> None:
+                progress.update(task, completed=done)
+
+            run = SimRun(data, cluster, policy, limit_factor, progress=advance)
             result = run.run()
             result.money = money(result, fund, price, rate)
             results.append(result)

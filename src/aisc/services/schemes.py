@@ -17,6 +17,7 @@ from aisc.store.tables import Scheme
 from aisc.store.uow import UnitOfWork
 
 DEFAULT_RATE_BP = 7000
+ALL_CATEGORIES = tuple(category.value for category in OrgCategory)
 MAX_RATE_BP = 9000
 
 
@@ -28,7 +29,7 @@ def create_scheme(
     starts_on: date,
     ends_on: date,
     rubric: Mapping[str, int],
-    eligible_categories: Sequence[str] = tuple(c.value for c in OrgCategory),
+    eligible_categories: Sequence[str] = ALL_CATEGORIES,
     default_rate_bp: int = DEFAULT_RATE_BP,
     max_rate_bp: int = MAX_RATE_BP,
     min_reviews: int = 2,
