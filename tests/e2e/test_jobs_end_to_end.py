@@ -17,17 +17,14 @@ from aisc.services.controller import Controller
 from aisc.store.tables import Job, JobCharge
 from aisc.store.uow import UnitOfWork
 from tests.builders import Centre, award, build_centre
+from tests.driving import cycle_until
 from tests.servers import serve_in_thread
 
 PY = sys.executable
 
 
-def drive(runtime: Runtime, done: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():
-        assert time.monotonic() < deadline, "jobs did not reach their end in time"
-        runtime.controller.cycle()
-        time.sleep(0.05)
+def drive(runtime: Runtime, done: Callable[[], bool]) -> None:
+    cycle_until(runtime.controller, done)
 
 
 def state_of(runtime: Runtime, job_id: int) -> str:
@@ -149,11 +146,7 @@ def test_a_restarted_controller_finds_the_running_job_and_charges_it_once(runtim
         lambda: UnitOfWork(factory),
         LocalBackend(runtime.settings.home.resolve()),
     )
-    deadline = time.monotonic() + 30
-    while state_of(runtime, job) != "completed":
-        assert time.monotonic() < deadline
-        fresh.cycle()
-        time.sleep(0.05)
+    cycle_until(fresh, lambda: state_of(runtime, job) == "completed")
     for _ in range(3):  # further cycles of both controllers change nothing
         fresh.cycle()
         runtime.controller.cycle()
@@ -306,11 +299,7 @@ def test_a_job_whose_poll_fails_does_not_stop_the_others_being_settled(runtime: 
         lambda: UnitOfWork(factory),
         FlakyBackend(runtime.settings.home.resolve()),
     )
-    deadline = time.monotonic() + 30
-    while state_of(runtime, fine) != "completed":
-        assert time.monotonic() < deadline
-        flaky.cycle()
-        time.sleep(0.05)
+    cycle_until(flaky, lambda: state_of(runtime, fine) == "completed")
     assert state_of(runtime, stuck) == "running"  # retried every cycle, not given up on
     drive(runtime, lambda: state_of(runtime, stuck) == "completed")  # the healthy controller
     assert audit.verify_ledger(runtime.uow(), centre.funder).ok

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from sqlalchemy import select
 from typer.testing import CliRunner
 
@@ -16,19 +14,12 @@ from aisc.services.controller import Controller
 from aisc.store.tables import JobCharge
 from aisc.store.uow import UnitOfWork
 from tests.builders import Centre, award, build_centre
+from tests.driving import cycle_until
 from tests.servers import serve_in_thread
 
 
 def state(runtime: Runtime, job_id: int) -> str:
     return jobs.get_job(runtime.uow(), SYSTEM, job_id).state
-
-
-def until(controller: Controller, done, timeout: float = 30) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not done():
-        assert time.monotonic() < deadline, "timed out"
-        controller.cycle()
-        time.sleep(0.05)
 
 
 def submit(
@@ -50,13 +41,13 @@ def test_a_16_gpu_job_runs_on_two_whole_nodes(runtime: Runtime, tmp_path) -> Non
         ["sh", "-c", f'echo "$AISC_NODES" > {out}; sleep 1'],
         16,
     )
-    until(runtime.controller, lambda: state(runtime, job_id) == "running")
+    cycle_until(runtime.controller, lambda: state(runtime, job_id) == "running")
     job = jobs.get_job(runtime.uow(), SYSTEM, job_id)
     assert [p["node"] for p in job.placement or []] == ["node1", "node2"]
     assert all(len(p["gpus"]) == 8 for p in job.placement or [])
     busy = {n.name: n.free_gpus for n in nodes.list_nodes(runtime.uow(), SYSTEM)}
     assert busy == {"node1": 0, "node2": 0}
-    until(runtime.controller, lambda: state(runtime, job_id) == "completed")
+    cycle_until(runtime.controller, lambda: state(runtime, job_id) == "completed")
     assert out.read_text().strip() == "node1:0,1,2,3,4,5,6,7;node2:0,1,2,3,4,5,6,7"
     with runtime.uow() as uow:
         charge = uow.session.scalar(select(JobCharge).where(JobCharge.job_id == job_id))
@@ -75,7 +66,7 @@ def test_a_borrowed_job_is_preempted_for_the_owner_then_requeued_and_charged_onc
     )
     own = submit(runtime, centre, "Lab B", lab_b, ["sleep", "3"], 8)
     extra = submit(runtime, centre, "Lab B", lab_b, ["sleep", "3"], 8)
-    until(controller, lambda: state(runtime, own) == state(runtime, extra) == "running")
+    cycle_until(controller, lambda: state(runtime, own) == state(runtime, extra) == "running")
     assert jobs.get_job(runtime.uow(), SYSTEM, extra).borrowed
     assert not jobs.get_job(runtime.uow(), SYSTEM, own).borrowed
 
@@ -90,7 +81,7 @@ def test_a_borrowed_job_is_preempted_for_the_owner_then_requeued_and_charged_onc
     held = allocations.get_allocation(runtime.uow(), SYSTEM, lab_b)
     assert held.reserved_gpu_seconds == 8 * 600  # only `own` holds quota now
 
-    until(controller, lambda: state(runtime, extra) == "completed")
+    cycle_until(controller, lambda: state(runtime, extra) == "completed")
     with runtime.uow() as uow:
         charges = list(uow.session.scalars(select(JobCharge).where(JobCharge.job_id == extra)))
     assert len(charges) == 1 and charges[0].gpu_seconds >= 8 * 3
