@@ -259,6 +259,31 @@ def test_load_scales_arrivals(philly: Path, generic: Path) -> None:
     assert "offered load 1.25" in flat(result.stdout)
 
 
+def test_preemption_settings_of_the_aisc_policy(tmp_path: Path) -> None:
+    # X runs two 8-GPU jobs on 2 x 8 GPUs, one of them borrowed; Y, entitled to half the
+    # cluster, arrives at 1000 and takes the borrowed job's GPUs back
+    trace = tmp_path / "borrowing.csv"
+    trace.write_text("t,d,g,team\n0,5000,8,x\n0,5000,8,x\n1000,10000,8,y\n", encoding="utf-8")
+    common = ["run", trace, "--columns", "submit=t,duration=d,gpus=g,project=team"]
+
+    def summary(*extra: str) -> dict[str, Any]:
+        path = tmp_path / f"s{len(list(tmp_path.iterdir()))}.json"
+        ok(sim(*common, "--nodes", "2", "--json", path, *extra))
+        return check_summary(path, ["aisc"])["aisc"]
+
+    default = summary()
+    assert default["preemptions"] == 1
+    assert default["lost_gpu_hours"] == pytest.approx(8 * 1000 / 3600)
+    later = summary("--preempt-min-runtime", "3000")  # the borrowed job is safe until 3000
+    assert later["preemptions"] == 1
+    assert later["lost_gpu_hours"] == pytest.approx(8 * 3000 / 3600)
+    off = summary("--no-preemption")
+    assert off["preemptions"] == 0
+    assert off["avg_wait_s"] == pytest.approx(4000 / 3)  # Y waits for X's jobs to end at 5000
+    assert default["avg_wait_s"] == pytest.approx(5000 / 3)  # the victim restarts at 5000
+    failed(sim(*common, "--preempt-min-runtime", "-5"), "--preempt-min-runtime")
+
+
 @pytest.mark.parametrize(
     ("args", "fragments"),
     [

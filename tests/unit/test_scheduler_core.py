@@ -427,6 +427,39 @@ def test_reclaiming_stops_at_the_guarantee_and_never_preempts_to_borrow() -> Non
     assert not any(p.borrowed for p in result.starts)
 
 
+def test_a_project_back_within_its_guarantee_keeps_its_once_borrowed_jobs() -> None:
+    """As Kueue reclaims: a job started on borrowed GPUs is preempted only while its project
+    still uses more than its guarantee, whatever its mark says."""
+    s = Scheduler(cluster(2))
+    s.set_shares({A: 1, B: 1})  # 8 GPUs each; C has no share
+    for k in range(4):
+        s.submit(job(200 + k, 1, project=C, at=0, limit=100_000))
+    start_all(s, 0)
+    for k in range(12):
+        s.submit(job(100 + k, 1, project=B, at=10.0 + k, limit=100_000))
+        start_all(s, 10.0 + k)
+    assert sorted(i for i, r in s.running.items() if r.borrowed and r.job.project == B) == [
+        108,
+        109,
+        110,
+        111,
+    ]
+    for k in range(4):  # four of B's own jobs end: B is back at its guarantee of 8
+        s.finished(100 + k, 100)
+    for k in range(4):
+        s.submit(job(300 + k, 1, project=A, at=100, limit=100_000))
+    start_all(s, 100)
+    s.submit(job(1, 1, project=A, at=2000))
+
+    result = s.cycle(2000)
+
+    # B's once-borrowed jobs are the most recently started, but B is no longer borrowing;
+    # C, which has no share at all, gives a GPU back instead
+    assert result.started_ids == [1]
+    assert len(result.preemptions) == 1
+    assert s.running[result.preemptions[0]].job.project == C
+
+
 def test_a_multi_node_job_reclaiming_after_a_small_one_gets_whole_nodes() -> None:
     s = Scheduler(cluster(4))
     s.set_shares({A: 1, B: 1})  # 16 guaranteed each; C borrows the whole idle cluster

@@ -87,6 +87,8 @@ def _simulate(
     cluster: SimCluster,
     policies: list[str],
     limit_factor: float,
+    preemption: bool,
+    preempt_min_runtime: float,
     fund_hkd: str,
     price_hkd: str,
     subsidy_rate: str,
@@ -94,7 +96,7 @@ def _simulate(
     out: Path | None,
 ) -> None:
     from aisc.sim import report
-    from aisc.sim.engine import POLICIES, SimRun
+    from aisc.sim.engine import POLICIES, SimRun, policy_config
     from aisc.sim.planner import money, offered_load
 
     unknown = [p for p in policies if p not in POLICIES]
@@ -102,6 +104,8 @@ def _simulate(
         fail(f"unknown policy {', '.join(unknown) or '(none)'}: use {', '.join(POLICIES)}")
     if limit_factor < 1:
         fail("--limit-factor must be at least 1: a time limit is never shorter than the job")
+    if preempt_min_runtime < 0:
+        fail("--preempt-min-runtime must be zero or more seconds")
     try:
         fund = parse_cents(fund_hkd)
         price = parse_cents(price_hkd)
@@ -129,7 +133,10 @@ def _simulate(
             def advance(done: int, task: TaskID = task) -> None:
                 progress.update(task, completed=done)
 
-            run = SimRun(data, cluster, policy, limit_factor, progress=advance)
+            config = policy_config(policy)
+            if policy == "aisc":  # the what-ifs of the full policy's preemption settings
+                config = config.with_(preemption=preemption, min_runtime_s=preempt_min_runtime)
+            run = SimRun(data, cluster, policy, limit_factor, config=config, progress=advance)
             result = run.run()
             result.money = money(result, fund, price, rate)
             results.append(result)
@@ -163,6 +170,12 @@ Pflops = Annotated[float | None, typer.Option(help="Size the cluster for this ca
 PflopsPerGpu = Annotated[float | None, typer.Option(help="Peak PFLOPS of one GPU, for --pflops.")]
 Load = Annotated[float | None, typer.Option(help="Scale arrivals to this offered load (e.g. 0.9).")]
 LimitFactor = Annotated[float, typer.Option(help="Time limit = true duration x this.")]
+Preemption = Annotated[
+    bool, typer.Option(help="aisc policy: borrowed jobs may be preempted (as the live default).")
+]
+PreemptMinRuntime = Annotated[
+    float, typer.Option(help="aisc policy: seconds a borrowed job runs before it is preemptible.")
+]
 MaxJobs = Annotated[int | None, typer.Option(help="Replay only the first N jobs.")]
 FundHkd = Annotated[str, typer.Option(help="The subsidy fund in HKD.")]
 PriceHkd = Annotated[str, typer.Option(help="List price per GPU-hour in HKD.")]
@@ -188,6 +201,8 @@ def run(
     pflops_per_gpu: PflopsPerGpu = None,
     load: Load = None,
     limit_factor: LimitFactor = 1.5,
+    preemption: Preemption = True,
+    preempt_min_runtime: PreemptMinRuntime = 600.0,
     max_jobs: MaxJobs = None,
     fund_hkd: FundHkd = "3000000000",
     price_hkd: PriceHkd = "30.00",
@@ -217,6 +232,8 @@ def compare(
     pflops_per_gpu: PflopsPerGpu = None,
     load: Load = None,
     limit_factor: LimitFactor = 1.5,
+    preemption: Preemption = True,
+    preempt_min_runtime: PreemptMinRuntime = 600.0,
     max_jobs: MaxJobs = None,
     fund_hkd: FundHkd = "3000000000",
     price_hkd: PriceHkd = "30.00",
@@ -252,6 +269,8 @@ def _replay(policies: list[str], o: dict[str, Any]) -> None:
         cluster,
         policies,
         o["limit_factor"],
+        o["preemption"],
+        o["preempt_min_runtime"],
         o["fund_hkd"],
         o["price_hkd"],
         o["subsidy_rate"],

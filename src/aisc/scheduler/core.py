@@ -123,6 +123,8 @@ class _Cycle:
     taken: dict[int, list[int]]  # node -> slots handed out in this cycle
     new_releases: dict[int, list[tuple[float, int]]]  # node -> (end, gpus) of this cycle's starts
     preempted: set[int]
+    # per node, GPUs of borrowed jobs that could be preempted now (any requester): a bound
+    lendable: IntArray | None = None
 
 
 class Scheduler:
@@ -143,6 +145,10 @@ class Scheduler:
         self.nodes_of_model = [
             np.flatnonzero(self.node_model == code) for code in range(len(self.model_code))
         ]
+        # each node's index within its model's node list
+        self.model_position = np.zeros(len(ordered), np.int64)
+        for ix in self.nodes_of_model:
+            self.model_position[ix] = np.arange(len(ix))
         self.model_total = np.array([self.node_size[ix].sum() for ix in self.nodes_of_model])
         self.model_max_node = np.array([self.node_size[ix].max() for ix in self.nodes_of_model])
         self.total_gpus = int(self.node_size.sum())
@@ -157,6 +163,8 @@ class Scheduler:
         self.first_end = np.full(len(ordered), INF)
         self.last_end = np.full(len(ordered), -INF)
         self.borrowed_gpus = np.zeros(len(ordered), np.int64)
+        self.borrowed_runs: dict[int, RunningJob] = {}
+        self.lent_on_node: list[dict[int, RunningJob]] = [{} for _ in ordered]
         # running GPUs per project and the sum of GPUs x start, for running usage in O(1)
         self.project_start_sum: FloatArray = np.zeros(0)
         self.queue = PendingQueue()
@@ -179,7 +187,7 @@ class Scheduler:
         self.check(job.gpus, job.gpu_model)
         code = self.fairshare.code(job.project)
         self._grow_projects()
-        self.queue.add(job, code, self.model_code[job.gpu_model])
+        self._enqueue(job, code)
 
     def cancel(self, job_id: int) -> bool:
         return self.queue.remove(job_id) is not None
@@ -225,6 +233,9 @@ class Scheduler:
             self.on_node[i][job.job_id] = run
             if run.borrowed:
                 self.borrowed_gpus[i] += len(slots)
+                self.lent_on_node[i][job.job_id] = run
+        if run.borrowed:
+            self.borrowed_runs[job.job_id] = run
         self.project_gpus[code] += run.gpus
         self.project_start_sum[code] += run.gpus * start
 
@@ -238,7 +249,7 @@ class Scheduler:
         run = self._release(job_id, now)
         if run is None:
             raise ValueError(f"job {job_id} is not running")
-        self.queue.add(run.job, run.project_code, self.model_code[run.job.gpu_model])
+        self._enqueue(run.job, run.project_code)
 
     def _release(self, job_id: int, now: float) -> RunningJob | None:
         run = self.running.pop(job_id, None)
@@ -248,6 +259,7 @@ class Scheduler:
             del self.on_node[i][job_id]
             if run.borrowed:
                 self.borrowed_gpus[i] -= len(slots)
+                del self.lent_on_node[i][job_id]
             for slot in slots:
                 bisect.insort(self.free_slots[i], slot)
             self.free[i] += len(slots)
@@ -256,6 +268,7 @@ class Scheduler:
             if k < len(self.releases[i]) and self.releases[i][k] == entry:
                 del self.releases[i][k]
             self._ends_changed(i)
+        self.borrowed_runs.pop(job_id, None)
         self.project_gpus[run.project_code] -= run.gpus
         self.project_start_sum[run.project_code] -= run.gpus * run.start
         self.fairshare.add_usage(run.job.project, run.gpus * max(0.0, now - run.start), now)
@@ -302,16 +315,43 @@ class Scheduler:
 
     def _factors(self, slots: IntArray, now: float) -> tuple[FloatArray, ...]:
         q, cfg = self.queue, self.config
-        age = np.clip((now - q.submit[slots]) / cfg.max_age_s, 0.0, 1.0)
-        fs_all = self.fairshare.factors(now, self._running_usage(now))
-        fairshare = fs_all[q.project[slots]]
-        size = q.gpus[slots] / self.total_gpus
-        if cfg.favor_small:
-            size = 1.0 - size
+        age = self._age(slots, now)
+        fairshare = self._fairshare(slots, now)
+        size = self._size(q.gpus[slots])
         qos = q.qos[slots]
         w = cfg.weights
-        priority = w.age * age + w.fairshare * fairshare + w.size * size + w.qos * qos
+        priority = w.age * age + w.fairshare * fairshare + q.base_priority[slots]
         return age, fairshare, size, qos, priority
+
+    def _priority(self, slots: IntArray, now: float) -> FloatArray:
+        """The same sum as `_factors`, without keeping the factors: the cycle's hot path."""
+        w = self.config.weights
+        priority: FloatArray = (
+            w.age * self._age(slots, now)
+            + w.fairshare * self._fairshare(slots, now)
+            + self.queue.base_priority[slots]
+        )
+        return priority
+
+    def _age(self, slots: IntArray, now: float) -> FloatArray:
+        age: FloatArray = np.clip((now - self.queue.submit[slots]) / self.config.max_age_s, 0, 1)
+        return age
+
+    def _fairshare(self, slots: IntArray, now: float) -> FloatArray:
+        factor: FloatArray = self.fairshare.factors(now, self._running_usage(now))
+        return factor[self.queue.project[slots]]
+
+    def _size(self, gpus: IntArray | int) -> FloatArray:
+        size: FloatArray = np.asarray(gpus / self.total_gpus, np.float64)
+        return 1.0 - size if self.config.favor_small else size
+
+    def _enqueue(self, job: PendingJob, project_code: int) -> None:
+        """Add a job to the queue with the parts of its priority that never change."""
+        slot = self.queue.add(job, project_code, self.model_code[job.gpu_model])
+        w = self.config.weights
+        self.queue.base_priority[slot] = w.size * float(self._size(job.gpus)) + w.qos * float(
+            self.queue.qos[slot]
+        )
 
     def _running_usage(self, now: float) -> FloatArray:
         """GPU-seconds of running jobs so far, per project: sum of gpus x (now - start)."""
@@ -326,7 +366,7 @@ class Scheduler:
         slots = q.live_slots()
         if self.config.ordering == "fifo":
             return _Ranking(slots, (q.ids[slots], q.submit[slots]))
-        priority = self._factors(slots, now)[-1]
+        priority = self._priority(slots, now)
         return _Ranking(slots, (q.ids[slots], q.submit[slots], -priority))
 
     def _order(self, now: float) -> IntArray:
@@ -469,11 +509,12 @@ class Scheduler:
             g, e = gpus[mine], ends[mine]
             fits = g <= usable.max()
             # a job that ends before a reservation may use that node's free GPUs
+            # latest[n]: the latest reserved start among reserved nodes with at least n free
             latest = np.full(largest + 1, -INF)
-            for need in range(1, largest + 1) if not open_.all() else ():
-                has = (~open_) & (free >= need)
-                if has.any():
-                    latest[need] = shadow[has].max()
+            reserved = ~open_
+            if reserved.any():
+                np.maximum.at(latest, np.minimum(free[reserved], largest), shadow[reserved])
+                latest = np.maximum.accumulate(latest[::-1])[::-1]
             single = g <= largest
             fits |= single & (e <= latest[np.minimum(g, largest)])
             whole = free == size
@@ -589,10 +630,9 @@ class Scheduler:
             first = self.first_end[ix]
             if c.new_releases:  # this cycle's starts release GPUs too
                 first = first.copy()
-                position = {int(node): k for k, node in enumerate(ix.tolist())}
                 for node, ends in c.new_releases.items():
-                    if node in position:
-                        k = position[node]
+                    if self.node_model[node] == model:
+                        k = self.model_position[node]
                         first[k] = min(first[k], min(end for end, _ in ends))
             bound = np.where(room, c.now, np.maximum(first, c.now))
             if c.preempted:
@@ -673,6 +713,7 @@ class Scheduler:
             victims = self._victims(c, int(q.project[s]), gpus, model)
             if victims is None:
                 continue
+            c.lendable = None  # these victims lend no more
             for run in victims:
                 c.preempted.add(run.job.job_id)
                 c.project_gpus[run.project_code] -= run.gpus
@@ -686,30 +727,50 @@ class Scheduler:
             reasons[job_id] = "reclaimed its guaranteed share by preemption"
         return placements
 
+    def _lendable(
+        self, now: float, project_gpus: IntArray, guarantee: FloatArray, preempted: set[int]
+    ) -> IntArray:
+        """GPUs per node of borrowed jobs past their minimum run whose projects still use more
+        than their guarantee: what preemption could free for some requester, at most."""
+        cutoff = now - self.config.min_runtime_s
+        over = project_gpus > guarantee
+        lendable = np.zeros(len(self.specs), np.int64)
+        for job_id, run in self.borrowed_runs.items():
+            if run.start <= cutoff and over[run.project_code] and job_id not in preempted:
+                for i, slots in run.nodes:
+                    lendable[i] += len(slots)
+        return lendable
+
     def _victims(
         self, c: _Cycle, project_code: int, gpus: int, model: int
     ) -> list[RunningJob] | None:
         """The fewest, most recently started borrowed jobs whose GPUs let the job fit."""
         cutoff = c.now - self.config.min_runtime_s
+        if c.lendable is None:
+            c.lendable = self._lendable(c.now, c.project_gpus, c.guarantee, c.preempted)
+        lendable = c.lendable
 
         def eligible(run: RunningJob) -> bool:
+            # as Kueue's reclaim: only a project still using more than its guarantee gives
+            # GPUs back, so a project is never pushed under its share by a stale borrowed mark
             return (
                 run.borrowed
                 and run.start <= cutoff
                 and run.project_code != project_code
                 and run.job.job_id not in c.preempted
+                and c.project_gpus[run.project_code] > c.guarantee[run.project_code]
             )
 
         ix = self.nodes_of_model[model]
-        # a node can help only if its free GPUs and those it lends reach the request
-        reach = c.free[ix] + self.borrowed_gpus[ix]
+        # a node can help only if its free GPUs and those it could give back reach the request
+        reach = c.free[ix] + lendable[ix]
         if gpus <= self.model_max_node[model]:
             best: tuple[int, float, int, list[RunningJob]] | None = None
             for i in ix[reach >= gpus].tolist():
                 free = int(c.free[i])
                 picked: list[RunningJob] = []
                 runs = sorted(
-                    (r for r in self.on_node[i].values() if eligible(r)),
+                    (r for r in self.lent_on_node[i].values() if eligible(r)),
                     key=lambda r: (-r.start, r.job.job_id),
                 )
                 for run in runs:

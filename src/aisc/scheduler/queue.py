@@ -12,6 +12,18 @@ from aisc.scheduler.interface import PendingJob
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
+COLUMNS = (
+    "ids",
+    "project",
+    "gpus",
+    "model",
+    "submit",
+    "limit",
+    "qos",
+    "key",
+    "base_priority",
+    "alive",
+)
 
 
 class PendingQueue:
@@ -24,6 +36,8 @@ class PendingQueue:
         self.limit: FloatArray = np.zeros(capacity)
         self.qos: FloatArray = np.zeros(capacity)  # priority class mapped to [0, 1]
         self.key: FloatArray = np.zeros(capacity)
+        # weighted size and class factors, set by the scheduler: they never change while pending
+        self.base_priority: FloatArray = np.zeros(capacity)
         self.alive: BoolArray = np.zeros(capacity, np.bool_)
         self.used = 0
         self.slot_of: dict[int, int] = {}
@@ -35,7 +49,8 @@ class PendingQueue:
     def __contains__(self, job_id: int) -> bool:
         return job_id in self.slot_of
 
-    def add(self, job: PendingJob, project_code: int, model_code: int) -> None:
+    def add(self, job: PendingJob, project_code: int, model_code: int) -> int:
+        """Add a job; returns its slot."""
         if job.job_id in self.slot_of:
             raise ValueError(f"job {job.job_id} is already pending")
         if self.used == len(self.ids):
@@ -53,6 +68,7 @@ class PendingQueue:
         self.used += 1
         self.slot_of[job.job_id] = s
         self.jobs[job.job_id] = job
+        return s
 
     def remove(self, job_id: int) -> PendingJob | None:
         s = self.slot_of.pop(job_id, None)
@@ -71,7 +87,7 @@ class PendingQueue:
             self._grow(2 * len(self.ids))
 
     def _grow(self, capacity: int) -> None:
-        for name in ("ids", "project", "gpus", "model", "submit", "limit", "qos", "key", "alive"):
+        for name in COLUMNS:
             old = getattr(self, name)
             new = np.zeros(capacity, old.dtype)
             new[: len(old)] = old
@@ -79,7 +95,7 @@ class PendingQueue:
 
     def _compact(self) -> None:
         keep = self.live_slots()
-        for name in ("ids", "project", "gpus", "model", "submit", "limit", "qos", "key", "alive"):
+        for name in COLUMNS:
             column = getattr(self, name)
             column[: len(keep)] = column[keep]
             column[len(keep) :] = 0
