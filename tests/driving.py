@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Protocol
 
-from aisc.services.controller import Controller
+
+class Cycles(Protocol):
+    def cycle(self) -> object: ...
 
 
-def cycle_until(controller: Controller, done: Callable[[], bool], timeout: float = 30.0) -> None:
+def cycle_until(controller: Cycles, done: Callable[[], bool], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not done():
         assert time.monotonic() < deadline, "the jobs did not get there in time"

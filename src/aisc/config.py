@@ -63,6 +63,40 @@ class Settings(BaseSettings):
         default=600,
         description="A job on borrowed GPUs runs at least this long before it can be preempted.",
     )
+    backend: str = Field(
+        default="local",
+        description="Where jobs run: local (aisc's own executor and scheduler on this machine's "
+        "GPUs) or slurm (Slurm schedules and enforces; aisc syncs accounts and meters sacct).",
+    )
+    slurm_conf: str | None = Field(
+        default=None,
+        description="slurm.conf for Slurm's commands (SLURM_CONF); unset: Slurm's own.",
+    )
+    slurm_cluster: str = Field(
+        default="aisc", description="ClusterName in slurm.conf: accounts are made on it."
+    )
+    slurm_prefix: str = Field(
+        default="aisc_",
+        description="Prefix of the Slurm accounts, QOS and job names aisc manages; "
+        "others are left alone.",
+    )
+    slurm_user: str | None = Field(
+        default=None,
+        description="Unix user aisc submits jobs as (added to every allocation's account); "
+        "unset: the user running aisc.",
+    )
+    slurm_partition: str | None = Field(
+        default=None, description="Partition for submitted jobs; unset: Slurm's default."
+    )
+    slurm_gpus_per_node: int = Field(
+        default=8, description="GPUs per Slurm node: larger jobs ask for whole nodes."
+    )
+    slurm_gpu_model: str = Field(
+        default="H800", description="GPU model of Slurm nodes whose gres names no type."
+    )
+    slurm_sync_interval_s: float = Field(
+        default=60, description="Seconds between syncs of awards into Slurm accounts and QOS."
+    )
     host: str = Field(default="127.0.0.1", description="Address `aisc serve` listens on.")
     port: int = Field(default=8000, description="Port `aisc serve` listens on.")
     url: str = Field(default="http://127.0.0.1:8000", description="Server URL the CLI talks to.")
@@ -91,6 +125,13 @@ class Settings(BaseSettings):
             min_runtime_s=self.preempt_min_runtime_s,
             group_by_org=self.fairshare_by_org,
         )
+
+    def validated_backend(self) -> str:
+        if self.backend not in ("local", "slurm"):
+            raise ValueError(f"unknown backend {self.backend!r}: use local or slurm")
+        if self.slurm_gpus_per_node < 1:
+            raise ValueError("slurm_gpus_per_node must be at least 1")
+        return self.backend
 
     def resolved_database_url(self) -> str:
         if self.database_url:

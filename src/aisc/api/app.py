@@ -50,9 +50,13 @@ def health(runtime: RuntimeDep) -> HealthOut:
     """No token needed: for load balancers and `aisc status`."""
     with runtime.engine.connect() as conn:
         conn.execute(text("SELECT 1"))
+    backend_status = runtime.backend_status
     return HealthOut(
-        status="ok",
+        # still 200 while degraded: the API keeps taking work, the controller catches up
+        status="ok" if backend_status == "ok" else "degraded",
         database=runtime.engine.dialect.name,
-        backend=runtime.backend.name,
+        backend=runtime.backend_name,
+        backend_status=backend_status,
+        backend_last_contact=getattr(runtime.controller, "last_contact", None),
         controller=runtime.controller_running,
     )

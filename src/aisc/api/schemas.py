@@ -44,6 +44,12 @@ class UserIn(BaseModel):
     email: str = Field(max_length=320)
     role: str = Field(description="applicant, reviewer, operator or funder")
     org_id: int | None = None
+    slurm_user: str | None = Field(
+        default=None,
+        max_length=64,
+        description="Unix user name on the Slurm cluster: gets an association in the accounts "
+        "of the organisation's awards",
+    )
 
 
 class UserOut(Out):
@@ -52,6 +58,7 @@ class UserOut(Out):
     email: str
     role: str
     org_id: int | None
+    slurm_user: str | None
 
 
 class TokenIn(BaseModel):
@@ -368,7 +375,11 @@ class VerificationOut(BaseModel):
 
 
 class HealthOut(BaseModel):
-    status: str
+    status: str = Field(description="ok, or degraded while the executor cannot be reached")
     database: str
-    backend: str
+    backend: str = Field(description="local or slurm")
+    backend_status: str = Field(description='"ok", or "degraded: why"')
+    backend_last_contact: datetime | None = Field(
+        default=None, description="When Slurm last answered (the Slurm backend only)."
+    )
     controller: bool

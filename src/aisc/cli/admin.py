@@ -22,7 +22,8 @@ def register(app: typer.Typer) -> None:
     app.add_typer(admin_app, name="admin")
 
 
-def _uow_factory() -> Callable[[], UnitOfWork]:
+def database_uow() -> Callable[[], UnitOfWork]:
+    """Units of work on the configured database, migrated first; one-line failure otherwise."""
     from aisc.store.db import make_engine, make_session_factory
     from aisc.store.migrate import upgrade
 
@@ -43,11 +44,17 @@ def create_user(
     email: str = typer.Argument(..., help="Email address (unique)."),
     role: str = typer.Option("operator", help="applicant, reviewer, operator or funder."),
     org_id: int = typer.Option(None, "--org", help="Organisation id (required for applicants)."),
+    slurm_user: str = typer.Option(
+        None,
+        "--slurm-user",
+        help="Their Unix user name on the Slurm cluster (gets associations in their "
+        "organisation's allocation accounts).",
+    ),
 ) -> None:
     """Create a user and print a first API token for them."""
-    uow = _uow_factory()
+    uow = database_uow()
     try:
-        user = accounts.create_user(uow(), SYSTEM, name, email, role, org_id)
+        user = accounts.create_user(uow(), SYSTEM, name, email, role, org_id, slurm_user)
         token = accounts.issue_token(uow(), SYSTEM, user.id, "admin")
     except DomainError as exc:
         fail(exc.detail)
@@ -65,7 +72,7 @@ def issue_token(
 
     from aisc.store.tables import User
 
-    uow = _uow_factory()
+    uow = database_uow()
     with uow() as u:
         user = u.session.scalar(select(User).where(User.email == email.strip().lower()))
     if user is None:

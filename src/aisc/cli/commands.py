@@ -231,9 +231,12 @@ def status(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> Non
         _print_json(health)
         return
     controller = "running" if health.get("controller") else "stopped"
+    backend = str(health.get("backend"))
+    if health.get("backend_status", "ok") != "ok":
+        backend += f" {health.get('backend_status')}"
     console.print(
         f"{escape(client.url)}: {health.get('status')} (database {health.get('database')}, "
-        f"backend {health.get('backend')}, controller {controller})",
+        f"backend {escape(backend)}, controller {controller})",
         highlight=False,
         soft_wrap=True,
     )

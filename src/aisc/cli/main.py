@@ -7,7 +7,7 @@ import logging
 import typer
 
 from aisc import __version__
-from aisc.cli import admin, commands, server, sim
+from aisc.cli import admin, commands, server, sim, slurm
 from aisc.cli.output import console
 
 app = typer.Typer(
@@ -42,6 +42,7 @@ server.register(app)
 admin.register(app)
 commands.register(app)
 sim.register(app)
+slurm.register(app)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,6 +11,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from aisc.backends.slurm import SlurmError
 from aisc.cli.output import console, fail
 from aisc.config import Settings, get_settings
 from aisc.domain.errors import DomainError
@@ -117,11 +119,19 @@ def demo(
     if home.exists():
         shutil.rmtree(home)
     settings = settings.model_copy(update={"controller_interval_s": 0.2, "detect_gpus": False})
+    if settings.backend == "slurm" and "AISC_SLURM_PREFIX" not in os.environ:
+        # the demo's own names, cleared each run like its home directory
+        settings = settings.model_copy(update={"slurm_prefix": "aisc_demo_"})
     runtime = _runtime(settings)
     try:
+        if runtime.slurm is not None and runtime.slurm_names is not None:
+            from aisc.services.slurm_reset import remove_managed
+
+            remove_managed(runtime.slurm, runtime.slurm_names)
         centre = scenario.seed(runtime)
         for event in centre.events:
             console.print(f"  {event}")
+        runtime.sync_slurm()  # on Slurm, the awards become accounts and QOS before jobs go in
         demo_jobs = scenario.submit_jobs(runtime, centre)
         for refusal in demo_jobs.refused:
             console.print(f"  [yellow]{refusal}[/]")
@@ -138,6 +148,7 @@ def demo(
                 centre,
                 demo_jobs,
                 lambda done, _total: progress.update(task, completed=done),
+                timeout_s=600 if runtime.slurm is not None else 120,  # Slurm counts minutes
             )
         _print_jobs(runtime)
         _print_fund(schemes.fund_positions(runtime.uow(), centre.funder))
@@ -170,6 +181,9 @@ def demo(
     except TimeoutError as exc:
         runtime.close()
         fail(str(exc))
+    except SlurmError as exc:
+        runtime.close()
+        fail(f"Slurm: {exc}")
     if not report.ok:
         runtime.close()
         raise typer.Exit(1)

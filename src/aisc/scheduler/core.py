@@ -440,25 +440,30 @@ class Scheduler:
                 reasons[job_id] = "reserved"
                 reservations_left -= 1
                 stop = reservations_left == 0
-        # 2. backfill: of the rest, only jobs that could fit now are ordered and tried, a chunk
-        #    at a time, each chunk filtered again as the free GPUs run out
+        # 2. backfill: of the rest, only jobs that could fit now are tried, in order, a chunk
+        #    at a time (each chunk selected, not the whole pool sorted, since the free GPUs
+        #    usually run out within the first), each later chunk filtered again
         if cfg.backfill and stop and c.free.any() and walked < len(ranking):
             rest = ranking.rest(head[:walked])
             could, delayed = self._could_fit(c, ranking.slots[rest])
             held.append(q.ids[ranking.slots[rest[delayed]]])
-            candidates = ranking.slots[ranking.sort(rest[could])]
-            for at in range(0, len(candidates), CHUNK):
-                chunk = candidates[at : at + CHUNK]
-                if at:
+            pool = rest[could]
+            left = np.ones(len(ranking), np.bool_)
+            first_chunk = True
+            while len(pool) and c.free.any():
+                picked = ranking.first(CHUNK, among=pool)
+                left[picked] = False
+                pool = pool[left[pool]]
+                chunk = ranking.slots[picked]
+                if not first_chunk:
                     more, later = self._could_fit(c, chunk)
                     held.append(q.ids[chunk[later]])
                     chunk = chunk[more]
+                first_chunk = False
                 for s in chunk.tolist():
                     started = int(q.ids[s]) not in done and self._try_start(c, s, starts, reasons)
                     if started and not c.free.any():
                         break
-                if not c.free.any():
-                    break
         self.last_reasons = reasons
         self.last_reservations = {r.job_id: r for r in reservations}
         # to explain the jobs the walk skipped in bulk

@@ -16,11 +16,31 @@ from aisc.store.uow import UnitOfWork
 
 TOKEN_PREFIX = "aisc_"
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# what useradd accepts by default (NAME_REGEX), so the name can be a real login on the cluster
+UNIX_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 
 
 def hash_token(token: str) -> str:
     """Tokens are random and long, so one SHA-256 is enough; only the hash is stored."""
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def org_category(category: str) -> OrgCategory:
+    try:
+        return OrgCategory(category)
+    except ValueError:
+        allowed = ", ".join(c.value for c in OrgCategory)
+        raise ValidationError(f"unknown category {category!r}; use one of {allowed}") from None
+
+
+def unix_user(name: str) -> str:
+    """A Unix user name, as Slurm associations need; anything else is refused."""
+    if not UNIX_USER.match(name):
+        raise ValidationError(
+            f"{name!r} is not a Unix user name (lower-case letters, digits, '_' and '-', "
+            "starting with a letter or '_', at most 32)"
+        )
+    return name
 
 
 def create_organisation(
@@ -30,11 +50,7 @@ def create_organisation(
     name = name.strip()
     if not name:
         raise ValidationError("an organisation needs a name")
-    try:
-        cat = OrgCategory(category)
-    except ValueError:
-        allowed = ", ".join(c.value for c in OrgCategory)
-        raise ValidationError(f"unknown category {category!r}; use one of {allowed}") from None
+    cat = org_category(category)
     with uow:
         if uow.session.scalar(select(Organisation).where(Organisation.name == name)):
             raise Conflict(f"an organisation named {name!r} exists already")
@@ -53,9 +69,16 @@ def list_organisations(uow: UnitOfWork, actor: Actor) -> list[Organisation]:
 
 
 def create_user(
-    uow: UnitOfWork, actor: Actor, name: str, email: str, role: str, org_id: int | None = None
+    uow: UnitOfWork,
+    actor: Actor,
+    name: str,
+    email: str,
+    role: str,
+    org_id: int | None = None,
+    slurm_user: str | None = None,
 ) -> User:
     actor.require(Role.OPERATOR)
+    slurm_user = None if slurm_user is None else unix_user(slurm_user)
     try:
         user_role = Role(role)
     except ValueError:
@@ -73,7 +96,15 @@ def create_user(
             raise NotFound(f"organisation {org_id} does not exist")
         if uow.session.scalar(select(User).where(User.email == email)):
             raise Conflict(f"a user with email {email} exists already")
-        user = User(name=name.strip(), email=email, role=user_role.value, org_id=org_id)
+        if slurm_user and uow.session.scalar(select(User).where(User.slurm_user == slurm_user)):
+            raise Conflict(f"a user with Slurm user name {slurm_user} exists already")
+        user = User(
+            name=name.strip(),
+            email=email,
+            role=user_role.value,
+            org_id=org_id,
+            slurm_user=slurm_user,
+        )
         uow.session.add(user)
         uow.commit()
         return user

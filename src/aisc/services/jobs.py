@@ -114,6 +114,9 @@ def cancel_job(uow: UnitOfWork, actor: Actor, job_id: int, clock: Clock = utcnow
     then charges what it ran."""
     actor.require(Role.APPLICANT, Role.OPERATOR)
     with uow:
+        # the controller reserves and settles under this lock: a cancel read here cannot be
+        # overtaken by a start (which would leave a hold and a running job marked cancelled)
+        uow.ledger.lock()
         job = _visible_job(uow, actor, job_id)
         state = JobState(job.state)
         if state.is_final:

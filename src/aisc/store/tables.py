@@ -52,6 +52,8 @@ class User(Base):
     org_id: Mapped[int | None] = mapped_column(ForeignKey("organisations.id"), index=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # the Unix user whose Slurm associations aisc makes in the accounts of this user's awards
+    slurm_user: Mapped[str | None] = mapped_column(String(64), unique=True, index=True)
 
 
 class ApiToken(Base):

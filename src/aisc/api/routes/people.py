@@ -42,7 +42,9 @@ def list_users(uow: UowDep, actor: ActorDep) -> list[UserOut]:
 
 @router.post("/users", response_model=UserOut, status_code=status.HTTP_201_CREATED)
 def create_user(body: UserIn, uow: UowDep, actor: ActorDep) -> UserOut:
-    user = accounts.create_user(uow, actor, body.name, body.email, body.role, body.org_id)
+    user = accounts.create_user(
+        uow, actor, body.name, body.email, body.role, body.org_id, body.slurm_user
+    )
     return UserOut.model_validate(user)
 
 
