@@ -20,11 +20,13 @@ def make_project(cli: SlurmCli, names: SlurmNames, gpu_minutes: int) -> tuple[st
     return account, qos
 
 
-def wait_for_final(cli: SlurmCli, job_id: int, timeout: float = 60) -> AccountedJob:
+def wait_for_final(cli: SlurmCli, job_id: int, name: str, timeout: float = 60) -> AccountedJob:
+    """The job's final sacct row, once whole: sacct may first show a final state under the
+    name `allocation` before slurmctld sends the full record."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         rows = cli.accounting(job_ids=[job_id])
-        if rows and rows[0].final and rows[0].end is not None:
+        if rows and rows[0].final and rows[0].end is not None and rows[0].name == name:
             return rows[0]
         time.sleep(0.5)
     raise AssertionError(f"job {job_id} did not finish in {timeout} s")
@@ -76,7 +78,7 @@ def test_a_job_runs_is_accounted_and_its_output_lands_where_asked(
         )
     )
     assert [j.job_id for j in slurm.queue([name])] in ([job_id], [])  # it may be done already
-    row = wait_for_final(slurm, job_id)
+    row = wait_for_final(slurm, job_id, name)
     assert (row.name, row.account, row.qos, row.state, row.exit_code) == (
         name,
         account,
@@ -112,7 +114,7 @@ def test_a_cancelled_job_is_final_and_an_unknown_account_is_refused(
 
     job_id = slurm.submit(sleeper(slurm_names.job_name(2), account))
     slurm.cancel(job_id)
-    assert wait_for_final(slurm, job_id).state == "CANCELLED"
+    assert wait_for_final(slurm, job_id, slurm_names.job_name(2)).state == "CANCELLED"
     with pytest.raises(SlurmError, match="account"):
         slurm.submit(sleeper(slurm_names.job_name(3), f"{slurm_names.prefix}nope"))
 

@@ -260,6 +260,20 @@ def test_utilisation_never_above_one(result: SimResult) -> None:
     assert jain is None or 1 / 3 - 1e-12 <= float(jain) <= 1.0 + 1e-12
 
 
+def test_a_window_too_short_to_split_is_one_bucket() -> None:
+    # found by the property above: a job of 5e-324 s (the smallest float) spans the makespan
+    tiny = SimResult(
+        policy="p",
+        trace_name="tiny",
+        total_gpus=1,
+        records=[rec(1, "a", 1, 0, 0, 5e-324)],
+        entitlements={"a": 1.0},
+        busy_series=[(0.0, 1), (5e-324, 0)],
+    )
+    assert utilisation_series(tiny, buckets=37) == [(0.0, 1.0)]
+    assert summarise(tiny)["utilisation"] == 1.0
+
+
 # -- series and CDF ---------------------------------------------------------------------------
 
 

@@ -84,6 +84,24 @@ def sync_inventory(uow: UnitOfWork, nodes: list[InventoryNode], backend: str) ->
         uow.commit()
 
 
+def waits_for_quota(uow: UnitOfWork, job_id: int, refusal: Conflict) -> bool:
+    """Over quota while the allocation's active jobs may give quota back: the job waits, with
+    the reason noted, and True. Otherwise False: the caller fails the job."""
+    with uow:
+        job = uow.session.get(Job, job_id)
+        assert job is not None
+        holders = uow.session.scalar(
+            select(Job.id)
+            .where(Job.allocation_id == job.allocation_id, Job.state.in_(ACTIVE))
+            .limit(1)
+        )
+        if isinstance(refusal, OverQuota) and holders is not None:
+            job.reason = f"waiting for running jobs to return quota: {refusal.detail}"
+            uow.commit()
+            return True
+    return False
+
+
 class Controller:
     def __init__(
         self,
@@ -346,19 +364,8 @@ class Controller:
         return None
 
     def _refuse_or_wait(self, job_id: int, refusal: Conflict, report: CycleReport) -> None:
-        """Over quota: wait while running jobs may give quota back; otherwise fail the job."""
-        with self.uow() as uow:
-            job = uow.session.get(Job, job_id)
-            assert job is not None
-            holders = uow.session.scalar(
-                select(Job.id)
-                .where(Job.allocation_id == job.allocation_id, Job.state.in_(ACTIVE))
-                .limit(1)
-            )
-            if isinstance(refusal, OverQuota) and holders is not None:
-                job.reason = f"waiting for running jobs to return quota: {refusal.detail}"
-                uow.commit()
-                return
+        if waits_for_quota(self.uow(), job_id, refusal):
+            return
         self._fail_queued(job_id, f"refused: {refusal.detail}", report)
 
     def _fail_queued(self, job_id: int, reason: str, report: CycleReport) -> None:

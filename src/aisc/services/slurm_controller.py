@@ -35,12 +35,12 @@ from aisc.backends.slurm import (
     SlurmUnavailable,
     Submission,
 )
-from aisc.domain.errors import Conflict, OverQuota
+from aisc.domain.errors import Conflict
 from aisc.domain.model import JobState
 from aisc.scheduler.interface import Explanation
 from aisc.services.allocations import check_open
 from aisc.services.context import Clock, utcnow
-from aisc.services.controller import ACTIVE, CycleReport, Outcome
+from aisc.services.controller import ACTIVE, CycleReport, Outcome, waits_for_quota
 from aisc.services.metering import release_job, reserve_job, settle_job
 from aisc.services.slurm_names import SlurmNames
 from aisc.store.tables import Allocation, Job
@@ -474,23 +474,16 @@ class SlurmController:
         return False
 
     def _refuse_or_wait(self, job_id: int, refusal: Conflict, report: CycleReport) -> None:
-        """Over quota: wait while active jobs may give quota back; otherwise fail the job."""
+        if waits_for_quota(self.uow(), job_id, refusal):
+            return
         with self.uow() as uow:
             job = uow.session.get(Job, job_id)
             assert job is not None
-            holders = uow.session.scalar(
-                select(Job.id)
-                .where(Job.allocation_id == job.allocation_id, Job.state.in_(ACTIVE))
-                .limit(1)
-            )
-            if isinstance(refusal, OverQuota) and holders is not None:
-                job.reason = f"waiting for running jobs to return quota: {refusal.detail}"
-            else:
-                job.state = JobState.FAILED.value
-                job.reason = f"refused: {refusal.detail}"
-                job.ended_at = self.clock()
-                report.refused.append(job_id)
+            job.state = JobState.FAILED.value
+            job.reason = f"refused: {refusal.detail}"
+            job.ended_at = self.clock()
             uow.commit()
+        report.refused.append(job_id)
 
     def _hand_over(self, job_id: int, report: CycleReport) -> bool:
         """sbatch a reserved job and store its Slurm id. False: stop submitting this cycle."""

@@ -178,6 +178,8 @@ def utilisation_series(result: SimResult, buckets: int = 200) -> list[tuple[floa
     if hi <= lo:
         return []
     edges = np.linspace(lo, hi, buckets + 1)
+    if not np.all(np.diff(edges) > 0):  # a window too short for floats to split: one bucket
+        edges = np.array([lo, hi])
     points = sorted(result.busy_series, key=lambda p: p[0])  # stable: the last of a tie wins
     if not points:
         return [(float(e), 0.0) for e in edges[:-1]]
@@ -191,8 +193,7 @@ def utilisation_series(result: SimResult, buckets: int = 200) -> list[tuple[floa
     xp = np.concatenate(([start], ts, [end]))
     fp = np.concatenate(([0.0], cum, [cum[-1] + busy[-1] * (end - ts[-1])]))
     integral = np.interp(edges, xp, fp)  # F is piecewise linear, so this is exact
-    width = (hi - lo) / buckets
-    fractions = np.diff(integral) / (width * result.total_gpus)
+    fractions = np.diff(integral) / (np.diff(edges) * result.total_gpus)
     return [
         (float(e), float(min(1.0, max(0.0, f)))) for e, f in zip(edges[:-1], fractions, strict=True)
     ]
