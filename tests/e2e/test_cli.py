@@ -240,11 +240,30 @@ def test_orgs_users_tokens_and_nodes(
             "applicant",
             "--org",
             str(org["id"]),
+            "--slurm-user",
+            "kitlee",
             "--json",
             token=op,
         )
     )
+    assert user["slurm_user"] == "kitlee"
     assert "kit@kowloon.test" in ok(cli("user", "list", token=op)).stdout
+    refused(
+        cli(
+            "user",
+            "create",
+            "Bo",
+            "bo@kowloon.test",
+            "--role",
+            "applicant",
+            "--org",
+            str(org["id"]),
+            "--slurm-user",
+            "Bo.Smith",
+            token=op,
+        ),
+        "Bo.Smith",
+    )
     issued = ok(cli("token", "issue", str(user["id"]), "--label", "laptop", token=op)).stdout
     me = as_json(cli("whoami", "--json", token=issued.strip()))
     assert me == {

@@ -1119,10 +1119,16 @@ def user_create(
     org: int = typer.Option(
         None, "--org", help="Their organisation's id (required for applicants)."
     ),
+    slurm_user: str = typer.Option(
+        None, "--slurm-user", help="Their Unix user on the Slurm cluster (the Slurm backend)."
+    ),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Add a user; then give them a token with `aisc token issue`."""
-    user = _post("/users", {"name": name, "email": email, "role": role, "org_id": org})
+    user = _post(
+        "/users",
+        {"name": name, "email": email, "role": role, "org_id": org, "slurm_user": slurm_user},
+    )
     if as_json:
         _print_json(user)
         return
