@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from aisc.backends.local import LocalBackend
@@ -139,14 +140,29 @@ def crashing(before: bool) -> Callable[..., subprocess.CompletedProcess[str]]:
     return run
 
 
-def test_a_job_runs_in_slurm_and_is_charged_exactly_what_sacct_metered(
+SiteFactory = Callable[..., Site]
+
+
+@pytest.fixture
+def new_site(
     uow_factory: UowFactory,
     slurm: SlurmCli,
     slurm_names: SlurmNames,
     slurm_env: dict[str, str],
     tmp_path: Path,
+) -> SiteFactory:
+    """A centre with one award, set up in Slurm under this test's prefix."""
+
+    def make(gpu_minutes: int = 100_000) -> Site:
+        return make_site(uow_factory, slurm, slurm_names, slurm_env, tmp_path, gpu_minutes)
+
+    return make
+
+
+def test_a_job_runs_in_slurm_and_is_charged_exactly_what_sacct_metered(
+    new_site: SiteFactory,
 ) -> None:
-    site = make_site(uow_factory, slurm, slurm_names, slurm_env, tmp_path)
+    site = new_site()
     controller = site.controller()
     job_id = site.submit(SHORT, gpus=2)
     cycle_until(controller, lambda: site.state(job_id) == "completed", SACCT_LAG_S)
@@ -158,25 +174,23 @@ def test_a_job_runs_in_slurm_and_is_charged_exactly_what_sacct_metered(
     charge = site.assert_charged_as_sacct_says(job_id)
     assert charge.gpu_seconds >= 2 * 2
     # Slurm wrote the output where `aisc logs` reads it, with the 2 GPUs it gave the job
-    log = jobs.job_log(uow_factory(), SYSTEM, job_id, "stdout", LocalBackend(site.home).log_path)
+    log = jobs.job_log(
+        site.centre.uow(), SYSTEM, job_id, "stdout", LocalBackend(site.home).log_path
+    )
     words = log.split()
     assert words[:2] == ["hi", str(job_id)] and len(words[2].split(",")) == 2
     assert controller.status == "ok" and controller.last_contact is not None
 
 
 def test_cancelling_a_running_job_stops_it_in_slurm_and_charges_what_ran(
-    uow_factory: UowFactory,
-    slurm: SlurmCli,
-    slurm_names: SlurmNames,
-    slurm_env: dict[str, str],
-    tmp_path: Path,
+    new_site: SiteFactory,
 ) -> None:
-    site = make_site(uow_factory, slurm, slurm_names, slurm_env, tmp_path)
+    site = new_site()
     controller = site.controller()
     job_id = site.submit(["sleep", "120"], gpus=1, limit=300)
     cycle_until(controller, lambda: site.state(job_id) == "running", SACCT_LAG_S)
     time.sleep(2)  # sacct counts whole seconds: a job cancelled in its first one ran 0 s
-    jobs.cancel_job(uow_factory(), site.centre.operator, job_id)
+    jobs.cancel_job(site.centre.uow(), site.centre.operator, job_id)
     cycle_until(controller, lambda: site.state(job_id) == "cancelled", SACCT_LAG_S)
 
     job = site.job(job_id)
@@ -186,15 +200,9 @@ def test_cancelling_a_running_job_stops_it_in_slurm_and_charges_what_ran(
     assert 2 <= charge.gpu_seconds < 60, "charged for what ran, not for the time limit"
 
 
-def test_a_job_over_the_slurm_budget_is_held_and_says_why(
-    uow_factory: UowFactory,
-    slurm: SlurmCli,
-    slurm_names: SlurmNames,
-    slurm_env: dict[str, str],
-    tmp_path: Path,
-) -> None:
+def test_a_job_over_the_slurm_budget_is_held_and_says_why(new_site: SiteFactory) -> None:
     # aisc's award has 100 GPU-hours; Slurm's QOS only 1 GPU-minute, and the job needs 2
-    site = make_site(uow_factory, slurm, slurm_names, slurm_env, tmp_path, gpu_minutes=1)
+    site = new_site(gpu_minutes=1)
     controller = site.controller()
     job_id = site.submit(SHORT, gpus=2, limit=60)
     cycle_until(controller, lambda: "QOSGrpGRESMinutes" in site.job(job_id).reason, SACCT_LAG_S)
@@ -208,22 +216,16 @@ def test_a_job_over_the_slurm_budget_is_held_and_says_why(
     why = controller.explain(job_id)
     assert (why.state, why.reason) == ("pending", job.reason)
 
-    jobs.cancel_job(uow_factory(), site.centre.operator, job_id)
+    jobs.cancel_job(site.centre.uow(), site.centre.operator, job_id)
     cycle_until(controller, lambda: site.state(job_id) == "cancelled", SACCT_LAG_S)
     assert site.charges() == []
-    balance = allocations.get_allocation(uow_factory(), SYSTEM, site.allocation)
+    balance = allocations.get_allocation(site.centre.uow(), SYSTEM, site.allocation)
     assert balance.reserved_gpu_seconds == 0 and balance.available_gpu_seconds == 100 * 3600
-    assert audit.verify_ledger(uow_factory(), site.centre.funder).ok
+    assert audit.verify_ledger(site.centre.uow(), site.centre.funder).ok
 
 
-def test_a_controller_restarted_mid_job_charges_it_exactly_once(
-    uow_factory: UowFactory,
-    slurm: SlurmCli,
-    slurm_names: SlurmNames,
-    slurm_env: dict[str, str],
-    tmp_path: Path,
-) -> None:
-    site = make_site(uow_factory, slurm, slurm_names, slurm_env, tmp_path)
+def test_a_controller_restarted_mid_job_charges_it_exactly_once(new_site: SiteFactory) -> None:
+    site = new_site()
     first = site.controller()
     job_id = site.submit(SHORT, gpus=1)
     cycle_until(first, lambda: site.state(job_id) == "running", SACCT_LAG_S)
@@ -237,14 +239,10 @@ def test_a_controller_restarted_mid_job_charges_it_exactly_once(
 
 
 def test_a_crash_after_sbatch_adopts_the_slurm_job_by_name_without_a_duplicate(
-    uow_factory: UowFactory,
-    slurm: SlurmCli,
-    slurm_names: SlurmNames,
-    slurm_env: dict[str, str],
-    tmp_path: Path,
+    new_site: SiteFactory,
 ) -> None:
-    site = make_site(uow_factory, slurm, slurm_names, slurm_env, tmp_path)
-    dying = site.controller(SlurmCli(CLUSTER, conf=slurm.conf, runner=crashing(before=False)))
+    site = new_site()
+    dying = site.controller(SlurmCli(CLUSTER, conf=site.cli.conf, runner=crashing(before=False)))
     job_id = site.submit(SHORT, gpus=1)
     dying.cycle()
     job = site.job(job_id)
@@ -259,14 +257,10 @@ def test_a_crash_after_sbatch_adopts_the_slurm_job_by_name_without_a_duplicate(
 
 
 def test_a_crash_before_sbatch_submits_the_job_once_after_the_grace_period(
-    uow_factory: UowFactory,
-    slurm: SlurmCli,
-    slurm_names: SlurmNames,
-    slurm_env: dict[str, str],
-    tmp_path: Path,
+    new_site: SiteFactory,
 ) -> None:
-    site = make_site(uow_factory, slurm, slurm_names, slurm_env, tmp_path)
-    dying = site.controller(SlurmCli(CLUSTER, conf=slurm.conf, runner=crashing(before=True)))
+    site = new_site()
+    dying = site.controller(SlurmCli(CLUSTER, conf=site.cli.conf, runner=crashing(before=True)))
     job_id = site.submit(SHORT, gpus=1)
     dying.cycle()
     assert site.state(job_id) == "starting" and site.squeue_ids(job_id) == []
@@ -286,15 +280,11 @@ def test_a_crash_before_sbatch_submits_the_job_once_after_the_grace_period(
 
 # last in the file: it takes slurmctld away from everyone using the cluster for a while
 def test_with_slurmctld_down_a_job_waits_queued_and_runs_when_it_returns(
-    uow_factory: UowFactory,
-    slurm: SlurmCli,
-    slurm_names: SlurmNames,
-    slurm_env: dict[str, str],
-    tmp_path: Path,
+    new_site: SiteFactory,
 ) -> None:
-    site = make_site(uow_factory, slurm, slurm_names, slurm_env, tmp_path)
+    site = new_site()
     controller = site.controller()
-    env = {**os.environ, **slurm_env}
+    env = {**os.environ, **site.env}
     job_id = site.submit(SHORT, gpus=1)
     try:
         subprocess.run([str(SCRIPT), "stop-ctld"], env=env, check=True, capture_output=True)
@@ -304,7 +294,7 @@ def test_with_slurmctld_down_a_job_waits_queued_and_runs_when_it_returns(
         assert job.reason.startswith("waiting: Slurm is unavailable (sbatch: ")
         assert job.reason.endswith("; it will be submitted when Slurm returns")
         assert controller.status.startswith("degraded: slurmctld is unavailable")
-        balance = allocations.get_allocation(uow_factory(), SYSTEM, site.allocation)
+        balance = allocations.get_allocation(site.centre.uow(), SYSTEM, site.allocation)
         assert balance.reserved_gpu_seconds == 0
     finally:
         subprocess.run([str(SCRIPT), "start-ctld"], env=env, check=True, capture_output=True)
