@@ -121,7 +121,7 @@ class Runtime:
     @property
     def backend_status(self) -> str:
         """ "ok", or "degraded: why" while Slurm cannot be reached."""
-        return getattr(self.controller, "status", "ok")
+        return self.controller.status
 
     def sync_slurm(self) -> None:
         """Awards into Slurm accounts and QOS (the Slurm backend only); a failure is logged and

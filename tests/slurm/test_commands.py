@@ -9,6 +9,7 @@ import pytest
 
 from aisc.backends.slurm import AccountedJob, SlurmCli, SlurmError, Submission
 from aisc.services.slurm_names import SlurmNames
+from aisc.services.slurm_reset import remove_managed
 
 
 def make_project(cli: SlurmCli, names: SlurmNames, gpu_minutes: int) -> tuple[str, str]:
@@ -122,3 +123,30 @@ def test_a_cancelled_job_is_final_and_an_unknown_account_is_refused(
 def test_the_node_inventory_comes_from_sinfo(slurm: SlurmCli) -> None:
     nodes = slurm.nodes("H800")
     assert [(n.name, n.gpus, n.gpu_model) for n in nodes] == [("localhost", 8, "H800")]
+
+
+def test_removing_what_a_prefix_manages_leaves_nothing_of_it(
+    slurm: SlurmCli, slurm_names: SlurmNames, tmp_path: Path
+) -> None:
+    account, qos = make_project(slurm, slurm_names, 600)
+    name = slurm_names.job_name(9)
+    job_id = slurm.submit(
+        Submission(
+            name,
+            ["sleep", "60"],
+            account,
+            qos,
+            1,
+            8,
+            120,
+            tmp_path,
+            tmp_path / "o",
+            tmp_path / "e",
+            {},
+        )
+    )
+    remove_managed(slurm, slurm_names)
+    assert not [a for a in slurm.associations() if slurm_names.owns(a.account)]
+    assert not [a for a in slurm.accounts() if slurm_names.owns(a.name)]
+    assert not [q for q in slurm.qos() if slurm_names.owns(q.name)]
+    assert wait_for_final(slurm, job_id, name).state == "CANCELLED"

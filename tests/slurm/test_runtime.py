@@ -22,7 +22,7 @@ from aisc.services import accounts, audit
 from aisc.services.context import SYSTEM
 from aisc.services.slurm_names import SlurmNames
 from aisc.store.tables import Job, JobCharge, Node
-from tests.builders import add_org, award, build_centre
+from tests.builders import award, build_centre
 from tests.conftest import reset_database
 from tests.driving import cycle_until
 
@@ -109,7 +109,6 @@ def test_health_reports_the_backend_degraded_while_slurm_is_away(
 ) -> None:
     runtime = slurm_runtime
     centre = build_centre(runtime.uow, nodes="1x8xH800")
-    add_org(centre, "Harbour University")
     award(centre, "Harbour University")
     assert runtime.slurm is not None
 

@@ -57,6 +57,6 @@ def health(runtime: RuntimeDep) -> HealthOut:
         database=runtime.engine.dialect.name,
         backend=runtime.backend_name,
         backend_status=backend_status,
-        backend_last_contact=getattr(runtime.controller, "last_contact", None),
+        backend_last_contact=runtime.controller.last_contact,
         controller=runtime.controller_running,
     )

@@ -223,30 +223,18 @@ class SlurmCli:
         return [Account(name, descr, org) for name, descr, org in _rows(out, 3)]
 
     def qos(self) -> list[Qos]:
-        out = self.sacctmgr("show", "qos", "format=Name,Flags,GrpTRESMins,GrpTRESRunMins,GrpJobs")
-        rows = []
-        for name, flags, mins, run_mins, _ in _rows(out, 5):
-            rows.append(
-                Qos(
-                    name=name,
-                    flags=tuple(sorted(f for f in flags.split(",") if f)),
-                    grp_tres_mins=parse_tres(mins),
-                    grp_tres_run_mins=parse_tres(run_mins),
-                    grp_submit_jobs=None,
-                )
-            )
-        # GrpSubmitJobs is printed under its own name only in the long format
-        submit = self.sacctmgr("show", "qos", "format=Name,GrpSubmitJobs")
-        limits = {name: value for name, value in _rows(submit, 2)}
+        out = self.sacctmgr(
+            "show", "qos", "format=Name,Flags,GrpTRESMins,GrpTRESRunMins,GrpSubmitJobs"
+        )
         return [
             Qos(
-                q.name,
-                q.flags,
-                q.grp_tres_mins,
-                q.grp_tres_run_mins,
-                int(limits[q.name]) if limits.get(q.name, "").isdigit() else None,
+                name=name,
+                flags=tuple(sorted(f for f in flags.split(",") if f)),
+                grp_tres_mins=parse_tres(mins),
+                grp_tres_run_mins=parse_tres(run_mins),
+                grp_submit_jobs=int(submit) if submit.isdigit() else None,
             )
-            for q in rows
+            for name, flags, mins, run_mins, submit in _rows(out, 5)
         ]
 
     def add_account(

@@ -103,6 +103,10 @@ def waits_for_quota(uow: UnitOfWork, job_id: int, refusal: Conflict) -> bool:
 
 
 class Controller:
+    # the local executor is always reachable; the Slurm controller reports outages here
+    status = "ok"
+    last_contact: datetime | None = None
+
     def __init__(
         self,
         uow_factory: Callable[[], UnitOfWork],

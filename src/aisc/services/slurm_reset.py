@@ -6,20 +6,13 @@ from __future__ import annotations
 
 from aisc.backends.slurm import SlurmCli
 from aisc.services.slurm_names import SlurmNames
+from aisc.services.slurm_sync import Wanted, current_state, plan_sync
 
 
 def remove_managed(cli: SlurmCli, names: SlurmNames) -> None:
     for job in cli.queue():
         if names.owns(job.name):
             cli.cancel(job.job_id)
-    associations = cli.associations()
-    for assoc in associations:
-        if assoc.user and names.owns(assoc.account):
-            cli.remove_user(assoc.user, assoc.account)
-    accounts = [a for a in associations if not a.user and names.owns(a.account)]
-    # children (whose parent is managed too) before their parents
-    for assoc in sorted(accounts, key=lambda a: names.owns(a.parent), reverse=True):
-        cli.delete_account(assoc.account)
-    for qos in cli.qos():
-        if names.owns(qos.name):
-            cli.delete_qos(qos.name)
+    # the sync's own removals, as if no award were left: users, then children, then parents
+    for step in plan_sync(Wanted((), (), ()), current_state(cli, names)):
+        step.command.apply(cli)
