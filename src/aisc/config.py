@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from aisc.scheduler.config import PolicyConfig, PriorityWeights, preset
@@ -99,8 +99,63 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Address `aisc serve` listens on.")
     port: int = Field(default=8000, description="Port `aisc serve` listens on.")
+    session_hours: float = Field(
+        default=12, description="Hours a web portal sign-in lasts before the user signs in again."
+    )
+    cookie_secure: bool = Field(
+        default=False,
+        description="Send the portal's session cookie over HTTPS only; set true behind an HTTPS "
+        "proxy (it is always set when the request itself is HTTPS).",
+    )
     url: str = Field(default="http://127.0.0.1:8000", description="Server URL the CLI talks to.")
     token: str | None = Field(default=None, description="API token the CLI sends.")
+    smtp_host: str | None = Field(
+        default=None,
+        description="SMTP server that notifications are mailed through; unset: notifications "
+        "show only in the portal.",
+    )
+    smtp_port: int = Field(default=25, ge=1, le=65535, description="Port of the SMTP server.")
+    smtp_sender: str = Field(
+        default="aisc@localhost", description="From address of notification emails."
+    )
+    smtp_starttls: bool = Field(
+        default=False, description="Upgrade the SMTP connection with STARTTLS before sending."
+    )
+    smtp_username: str | None = Field(
+        default=None, description="User name for SMTP authentication; unset: no login."
+    )
+    smtp_password: SecretStr | None = Field(
+        default=None, description="Password for SMTP authentication."
+    )
+    notify_low_balance_percents: str = Field(
+        default="25,10",
+        description="Warn an allocation's organisation when its available GPU-hours fall to "
+        "each of these percentages of the award (comma-separated whole numbers, 1 to 99).",
+    )
+    notify_ending_days: int = Field(
+        default=14, ge=0, description="Warn an organisation this many days before an award ends."
+    )
+    notify_report_reminder_days: int = Field(
+        default=7,
+        ge=0,
+        description="Remind an organisation this many days before a progress report is due "
+        "(and when it is overdue).",
+    )
+    notify_interval_s: float = Field(
+        default=60,
+        gt=0,
+        description="Seconds between the periodic notification checks and mail sends.",
+    )
+
+    @field_validator("notify_low_balance_percents")
+    @classmethod
+    def _check_percents(cls, value: str) -> str:
+        parse_percents(value)
+        return value
+
+    def low_balance_percents(self) -> tuple[int, ...]:
+        """The low-balance thresholds, highest first."""
+        return parse_percents(self.notify_low_balance_percents)
 
     def policy_config(self) -> PolicyConfig:
         """The scheduler's policy from these settings; ValueError names what is wrong."""
@@ -137,6 +192,19 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.home / 'aisc.db').resolve()}"
+
+
+def parse_percents(text: str) -> tuple[int, ...]:
+    """'25,10' -> (25, 10): distinct whole percentages from 1 to 99, highest first."""
+    values: set[int] = set()
+    for part in text.split(","):
+        item = part.strip()
+        if not item:
+            continue
+        if not item.isdigit() or not 1 <= int(item) <= 99:
+            raise ValueError(f"bad percentage {item!r}: use whole numbers from 1 to 99, like 25,10")
+        values.add(int(item))
+    return tuple(sorted(values, reverse=True))
 
 
 def get_settings() -> Settings:

@@ -14,7 +14,16 @@ from pathlib import Path
 from aisc.domain.errors import DomainError
 from aisc.domain.model import JobState
 from aisc.runtime import Runtime
-from aisc.services import accounts, applications, decisions, jobs, rates, reviews, schemes
+from aisc.services import (
+    accounts,
+    applications,
+    decisions,
+    jobs,
+    rates,
+    reviews,
+    schemes,
+    sessions,
+)
 from aisc.services.applications import ApplicationRequest, GovernanceAssessment
 from aisc.services.context import SYSTEM, Actor
 
@@ -85,6 +94,10 @@ ORGS = [
         "sam.ho@vhf.example",
     ),
 ]
+
+
+# every demo user signs in to the portal with this; the demo's database is thrown away each run
+DEMO_PASSWORD = "demo-password"
 
 
 def seed(runtime: Runtime, today: date | None = None) -> DemoCentre:
@@ -252,6 +265,7 @@ def seed(runtime: Runtime, today: date | None = None) -> DemoCentre:
     )
     for actor in [operator, funder, *reviewers.values(), *applicants.values()]:
         centre.tokens[actor.name] = accounts.issue_token(uow(), SYSTEM, actor.user_id, "demo")
+        sessions.set_password(uow(), SYSTEM, actor.user_id, DEMO_PASSWORD)
     return centre
 
 

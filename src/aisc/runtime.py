@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
@@ -17,7 +18,9 @@ from aisc.backends.inventory import Node as InventoryNode
 from aisc.backends.inventory import load_inventory
 from aisc.backends.local import LocalBackend
 from aisc.config import Settings
+from aisc.services import notifications
 from aisc.services.controller import Controller, sync_inventory
+from aisc.services.mailer import Mailer, mailer_from_settings
 from aisc.store.db import make_engine, make_session_factory
 from aisc.store.migrate import upgrade
 from aisc.store.uow import UnitOfWork
@@ -45,6 +48,11 @@ class Runtime:
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _last_sync: float = 0.0
+    # None: the SMTP settings decide (no AISC_SMTP_HOST, no mail); tests put their own here
+    mailer: Mailer | None = None
+    _last_notify: float = 0.0
+    _notify_thread: threading.Thread | None = None
+    _notify_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def build(cls, settings: Settings, migrate: bool = True) -> Runtime:
@@ -136,6 +144,27 @@ class Runtime:
         self._last_sync = time.monotonic()
         log.info("Slurm sync: %s", report)
 
+    def run_notifications(self, now: datetime | None = None) -> notifications.NotificationRun:
+        """One periodic notification run: create what is due, then mail what is pending."""
+        mailer = self.mailer if self.mailer is not None else mailer_from_settings(self.settings)
+        with self._notify_lock:
+            return notifications.run_once(self.uow, self.settings, mailer, now)
+
+    def _notify_in_background(self) -> None:
+        """Notifications run beside the controller so a slow mail server never delays it."""
+        if self._notify_thread is not None and self._notify_thread.is_alive():
+            return
+        self._last_notify = time.monotonic()
+
+        def run() -> None:
+            try:
+                self.run_notifications()
+            except Exception:  # the database away, say: the next interval tries again
+                log.exception("notification run failed; will retry")
+
+        self._notify_thread = threading.Thread(target=run, name="aisc-notify", daemon=True)
+        self._notify_thread.start()
+
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self.session_factory)
 
@@ -155,6 +184,9 @@ class Runtime:
         if self._thread is not None:
             self._thread.join(timeout=30)
             self._thread = None
+        if self._notify_thread is not None:
+            self._notify_thread.join(timeout=30)
+            self._notify_thread = None
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -165,6 +197,11 @@ class Runtime:
                 except Exception:  # Slurm away or refusing: the controller reports it
                     log.exception("Slurm sync failed; will retry")
                     self._last_sync = time.monotonic()
+            if time.monotonic() - self._last_notify >= self.settings.notify_interval_s:
+                try:
+                    self._notify_in_background()
+                except Exception:
+                    log.exception("could not start the notification run")
             try:
                 self.controller.cycle()
             except Exception:  # keep running: one bad cycle must not stop metering

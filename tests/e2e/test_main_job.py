@@ -9,8 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from aisc.api.app import create_app
 from aisc.cli.main import app
 
 AISC = [sys.executable, "-m", "aisc.cli.main"]
@@ -57,9 +59,9 @@ def test_db_upgrade_creates_the_schema_and_admin_bootstraps_an_operator(tmp_path
     env = clean_env(AISC_HOME=str(tmp_path / "home"))
     upgraded = runner.invoke(app, ["db", "upgrade"], env=env)
     assert upgraded.exit_code == 0, upgraded.output
-    assert "0003" in upgraded.stdout
+    assert "0004" in upgraded.stdout
     current = runner.invoke(app, ["db", "current"], env=env)
-    assert current.stdout.strip() == "0003"
+    assert current.stdout.strip() == "0004"
     created = runner.invoke(
         app,
         ["admin", "create-user", "Olivia Tsang", "ops@centre.test", "--role", "operator"],
@@ -75,6 +77,38 @@ def test_db_upgrade_creates_the_schema_and_admin_bootstraps_an_operator(tmp_path
     assert issued.exit_code == 0 and issued.stdout.strip().startswith("aisc_")
     missing = runner.invoke(app, ["admin", "issue-token", "nobody@centre.test"], env=env)
     assert missing.exit_code == 1 and "no user" in missing.stderr
+    short = runner.invoke(
+        app, ["admin", "set-password", "ops@centre.test"], env={**env, "AISC_NEW_PASSWORD": "short"}
+    )
+    assert short.exit_code == 1 and "at least 10 characters" in short.stderr
+    assert len(short.stderr.strip().splitlines()) == 1
+    nobody = runner.invoke(
+        app,
+        ["admin", "set-password", "nobody@centre.test"],
+        env={**env, "AISC_NEW_PASSWORD": "long enough password"},
+    )
+    assert nobody.exit_code == 1 and "no user" in nobody.stderr
+    set_password = runner.invoke(
+        app, ["admin", "set-password", "ops@centre.test"], input="a portal password\n" * 2, env=env
+    )
+    assert set_password.exit_code == 0, set_password.output
+    assert "password set for ops@centre.test" in set_password.stdout
+    from aisc.config import Settings
+    from aisc.runtime import Runtime
+    from aisc.web.session import COOKIE
+
+    runtime = Runtime.build(Settings(home=tmp_path / "home", detect_gpus=False), migrate=False)
+    try:
+        with TestClient(create_app(runtime, run_controller=False)) as client:
+            signed = client.post(
+                "/login",
+                data={"email": "ops@centre.test", "password": "a portal password"},
+                follow_redirects=False,
+            )
+            assert signed.status_code == 303 and signed.headers["location"] == "/ops"
+            assert COOKIE in signed.cookies
+    finally:
+        runtime.close()
 
 
 def test_serve_refuses_a_bad_inventory_with_one_line(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from aisc.api.deps import RuntimeDep
 from aisc.api.routes import accounting, compute, funding, people, review
 from aisc.api.schemas import HealthOut
 from aisc.runtime import Runtime
+from aisc.web.app import error_page, mount_portal
 
 API_PREFIX = "/api/v1"
 
@@ -36,13 +37,14 @@ def create_app(runtime: Runtime, run_controller: bool = True) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.runtime = runtime
-    problems.install(app)
+    problems.install(app, html=error_page)
 
     api = APIRouter(prefix=API_PREFIX)
     api.add_api_route("/health", health, methods=["GET"], response_model=HealthOut, tags=["meta"])
     for module in (people, funding, review, compute, accounting):
         api.include_router(module.router)
     app.include_router(api)
+    mount_portal(app)
     return app
 
 

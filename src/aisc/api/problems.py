@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aisc.domain import errors
@@ -49,10 +50,24 @@ def problem(status: int, title: str, detail: str, instance: str, **extra: Any) -
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
-def install(app: FastAPI) -> None:
+HtmlError = Callable[[Request, int, errors.DomainError], Response]
+
+
+def is_api(request: Request) -> bool:
+    return request.url.path.startswith("/api/")
+
+
+def install(app: FastAPI, html: HtmlError | None = None) -> None:
+    """Problem details for the API; `html` renders the same refusals as pages elsewhere."""
+
     @app.exception_handler(errors.DomainError)
-    async def _domain(request: Request, exc: errors.DomainError) -> JSONResponse:
-        return problem(status_for(exc), exc.title, exc.detail, request.url.path)
+    async def _domain(request: Request, exc: errors.DomainError) -> Response:
+        if html is not None and not is_api(request):
+            return html(request, status_for(exc), exc)
+        extra = {}
+        if isinstance(exc, errors.ValidationError) and exc.fields:
+            extra["errors"] = [{"field": f, "message": m} for f, m in exc.fields.items()]
+        return problem(status_for(exc), exc.title, exc.detail, request.url.path, **extra)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -67,8 +82,10 @@ def install(app: FastAPI) -> None:
         return problem(422, "Invalid input", detail, request.url.path, errors=issues)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "Error")
+        if html is not None and not is_api(request) and exc.status_code == 404:
+            return html(request, 404, errors.NotFound("there is no such page"))
         return problem(exc.status_code, title, str(exc.detail), request.url.path)
 
     @app.exception_handler(Exception)

@@ -79,3 +79,27 @@ def issue_token(
         fail(f"no user with email {email}")
     token = accounts.issue_token(uow(), SYSTEM, user.id, label)
     console.print(token, highlight=False, soft_wrap=True)
+
+
+@admin_app.command("set-password")
+def set_password(
+    email: str = typer.Argument(..., help="The user's email."),
+    password: str = typer.Option(
+        ...,
+        prompt=True,
+        hide_input=True,
+        confirmation_prompt=True,
+        envvar="AISC_NEW_PASSWORD",
+        help="The new password (asked for when not given; or AISC_NEW_PASSWORD).",
+    ),
+) -> None:
+    """Set a user's password for the web portal; their portal sessions end."""
+    from aisc.services import sessions
+
+    uow = database_uow()
+    try:
+        user = sessions.user_by_email(uow(), email)
+        sessions.set_password(uow(), SYSTEM, user.id, password)
+    except DomainError as exc:
+        fail(exc.detail)
+    console.print(f"password set for {user.email}; they can sign in to the portal")

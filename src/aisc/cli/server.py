@@ -192,7 +192,10 @@ def demo(
         return
     operator_token = centre.tokens[centre.operator.name]
     console.print(
-        f"\nServing the demo centre on http://{host}:{port} (API docs at /docs). "
+        f"\nServing the demo centre on http://{host}:{port}: the portal is at / (sign in as "
+        f"operator@aisc.example, auditor@itc.example, ada.ng@panel.example or "
+        f"mei.chan@harbour-u.example with the password {scenario.DEMO_PASSWORD!r}); "
+        "API docs at /docs. "
         f"Tokens for every demo user are in {tokens}. Try, in another terminal:\n"
         f"  export AISC_URL=http://{host}:{port} AISC_TOKEN={operator_token}\n"
         "  aisc queue; aisc nodes; aisc fund; aisc ledger verify"

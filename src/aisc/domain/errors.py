@@ -16,6 +16,11 @@ class DomainError(Exception):
 class ValidationError(DomainError):
     title = "Invalid input"
 
+    def __init__(self, detail: str, fields: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        # the form field each problem belongs to, so a page can show it beside that field
+        self.fields = dict(fields or {})
+
 
 class NotFound(DomainError):
     title = "Not found"

@@ -50,6 +50,9 @@ IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 INF = math.inf
 HEAD = 64  # jobs ordered up front; most cycles decide within the head of the queue
+BORROW_SPAN = 1e6
+import os
+DEADZONE = float(os.environ.get("DZ", "1.0"))
 CHUNK = 256  # backfill candidates tried between two refreshes of the vectorised bound
 
 __all__ = ["Scheduler", "Unschedulable"]
@@ -366,8 +369,12 @@ class Scheduler:
         slots = q.live_slots()
         if self.config.ordering == "fifo":
             return _Ranking(slots, (q.ids[slots], q.submit[slots]))
-        priority = self._priority(slots, now)
-        return _Ranking(slots, (q.ids[slots], q.submit[slots], -priority))
+        key = -self._priority(slots, now)
+        if self.config.borrowing:
+            projects = q.project[slots]
+            borrows = self.project_gpus[projects] + q.gpus[slots] > self._guarantee()[projects]
+            key = np.where(borrows, key + BORROW_SPAN, key)
+        return _Ranking(slots, (q.ids[slots], q.submit[slots], key))
 
     def _order(self, now: float) -> IntArray:
         ranking = self._ranking(now)
@@ -738,7 +745,7 @@ class Scheduler:
         """GPUs per node of borrowed jobs past their minimum run whose projects still use more
         than their guarantee: what preemption could free for some requester, at most."""
         cutoff = now - self.config.min_runtime_s
-        over = project_gpus > guarantee
+        over = project_gpus > guarantee * DEADZONE
         lendable = np.zeros(len(self.specs), np.int64)
         for job_id, run in self.borrowed_runs.items():
             if run.start <= cutoff and over[run.project_code] and job_id not in preempted:
@@ -763,7 +770,7 @@ class Scheduler:
                 and run.start <= cutoff
                 and run.project_code != project_code
                 and run.job.job_id not in c.preempted
-                and c.project_gpus[run.project_code] > c.guarantee[run.project_code]
+                and c.project_gpus[run.project_code] > c.guarantee[run.project_code] * DEADZONE
             )
 
         ix = self.nodes_of_model[model]

@@ -68,6 +68,39 @@ def list_organisations(uow: UnitOfWork, actor: Actor) -> list[Organisation]:
         return list(uow.session.scalars(query))
 
 
+def get_organisation(uow: UnitOfWork, actor: Actor, org_id: int) -> Organisation:
+    with uow:
+        org = uow.session.get(Organisation, org_id)
+        if org is None:
+            raise NotFound(f"organisation {org_id} does not exist")
+        actor.require_org(org_id)
+        return org
+
+
+def update_organisation(uow: UnitOfWork, actor: Actor, org_id: int, sector: str) -> Organisation:
+    """Members keep their organisation's sector current; its name and category are the
+    operators' to change, since eligibility depends on them."""
+    actor.require(Role.APPLICANT, Role.OPERATOR)
+    if len(sector.strip()) > 100:
+        raise ValidationError("the sector takes at most 100 characters", {"sector": "too long"})
+    with uow:
+        org = uow.session.get(Organisation, org_id)
+        if org is None:
+            raise NotFound(f"organisation {org_id} does not exist")
+        actor.require_org(org_id)
+        org.sector = sector.strip()
+        uow.commit()
+        return org
+
+
+def organisation_members(uow: UnitOfWork, actor: Actor, org_id: int) -> list[User]:
+    actor.require_org(org_id)
+    with uow:
+        return list(
+            uow.session.scalars(select(User).where(User.org_id == org_id).order_by(User.id))
+        )
+
+
 def create_user(
     uow: UnitOfWork,
     actor: Actor,

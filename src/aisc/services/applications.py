@@ -15,6 +15,13 @@ from aisc.store.tables import Application, Organisation, Scheme
 from aisc.store.uow import UnitOfWork
 
 MIN_JUSTIFICATION = 20
+# what an applicant may declare; the portal asks for all of them
+DECLARATIONS = {
+    "accurate": "The information in this application is accurate and complete.",
+    "acceptable_use": "We will use the compute only for the purpose described, under the "
+    "centre's acceptable use policy and the award's conditions.",
+    "publication": "The award's title, organisation and amount may be published by the funder.",
+}
 
 
 @dataclass(frozen=True)
@@ -36,15 +43,16 @@ class ApplicationRequest:
     ends_on: date
     justification: str
     governance: GovernanceAssessment
+    declarations: tuple[str, ...] = ()
 
 
 def submit_application(uow: UnitOfWork, actor: Actor, req: ApplicationRequest) -> Application:
     actor.require(Role.APPLICANT)
     if actor.org_id is None:
         raise PermissionDenied("you must belong to an organisation to apply")
-    problems = _check_request(req)
+    problems = check_request(req)
     if problems:
-        raise ValidationError("; ".join(problems))
+        raise ValidationError("; ".join(problems.values()), fields=problems)
     with uow:
         scheme = uow.session.get(Scheme, req.scheme_id)
         if scheme is None:
@@ -52,16 +60,21 @@ def submit_application(uow: UnitOfWork, actor: Actor, req: ApplicationRequest) -
         org = uow.session.get(Organisation, actor.org_id)
         assert org is not None
         if org.category not in scheme.eligible_categories:
-            raise ValidationError(
+            message = (
                 f"{OrgCategory(org.category).value} organisations are not eligible for "
                 f"{scheme.name} (eligible: {', '.join(scheme.eligible_categories)})"
             )
+            raise ValidationError(message, fields={"scheme_id": message})
         if req.starts_on < scheme.starts_on or req.ends_on > scheme.ends_on:
-            raise ValidationError(
+            message = (
                 f"the requested period must fall within the scheme's "
                 f"{scheme.starts_on} to {scheme.ends_on}"
             )
-        model = require_model(uow.session, req.gpu_model)
+            raise ValidationError(message, fields={"starts_on": message})
+        try:
+            model = require_model(uow.session, req.gpu_model)
+        except ValidationError as exc:
+            raise ValidationError(exc.detail, fields={"gpu_model": exc.detail}) from None
         g = req.governance
         application = Application(
             scheme_id=scheme.id,
@@ -78,6 +91,7 @@ def submit_application(uow: UnitOfWork, actor: Actor, req: ApplicationRequest) -
             personal_data_details=g.personal_data_details.strip(),
             risk_tier=g.risk_tier,
             human_oversight=g.human_oversight.strip(),
+            declarations=sorted(set(req.declarations)),
             status=ApplicationStatus.SUBMITTED.value,
         )
         uow.session.add(application)
@@ -85,28 +99,34 @@ def submit_application(uow: UnitOfWork, actor: Actor, req: ApplicationRequest) -
         return application
 
 
-def _check_request(req: ApplicationRequest) -> list[str]:
-    problems = []
+def check_request(req: ApplicationRequest) -> dict[str, str]:
+    """Each problem with the request, keyed by the field it belongs to."""
+    problems = {}
     if not req.title.strip():
-        problems.append("a title is required")
+        problems["title"] = "a title is required"
     if req.gpu_hours <= 0:
-        problems.append("requested GPU-hours must be positive")
+        problems["gpu_hours"] = "requested GPU-hours must be positive"
     if req.ends_on <= req.starts_on:
-        problems.append("the period must end after it starts")
+        problems["ends_on"] = "the period must end after it starts"
     if len(req.justification.strip()) < MIN_JUSTIFICATION:
-        problems.append(
+        problems["justification"] = (
             f"justify the compute request (model size, data, batch size, precision, training "
             f"or inference) in at least {MIN_JUSTIFICATION} characters"
         )
     g = req.governance
     if not g.intended_use.strip():
-        problems.append("the intended use is required")
+        problems["intended_use"] = "the intended use is required"
     if not g.human_oversight.strip():
-        problems.append("describe the human oversight")
+        problems["human_oversight"] = "describe the human oversight"
     if g.risk_tier not in {t.value for t in RiskTier}:
-        problems.append(f"risk tier must be one of {', '.join(t.value for t in RiskTier)}")
+        problems["risk_tier"] = f"risk tier must be one of {', '.join(t.value for t in RiskTier)}"
     if g.personal_data and not g.personal_data_details.strip():
-        problems.append("say what personal data is involved and how it is protected")
+        problems["personal_data_details"] = (
+            "say what personal data is involved and how it is protected"
+        )
+    unknown = sorted(set(req.declarations) - set(DECLARATIONS))
+    if unknown:
+        problems["declarations"] = f"unknown declarations: {', '.join(unknown)}"
     return problems
 
 

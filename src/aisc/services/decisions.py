@@ -9,9 +9,15 @@ from sqlalchemy import func, select
 
 from aisc.domain.errors import Conflict, NotFound, ValidationError
 from aisc.domain.model import ApplicationStatus, Role
-from aisc.domain.money import SECONDS_PER_HOUR, award_commitment_cents, format_rate
+from aisc.domain.money import (
+    SECONDS_PER_HOUR,
+    award_commitment_cents,
+    format_cents,
+    format_rate,
+)
 from aisc.ledger import accounts as acc
 from aisc.ledger import operations as ops
+from aisc.services import notifications, progress
 from aisc.services.context import Actor, Clock, utcnow
 from aisc.services.rates import price_at
 from aisc.store.tables import Allocation, Application, Decision, Review, Scheme
@@ -104,6 +110,8 @@ def approve(
                 rate_reason=terms.rate_reason.strip(),
             )
         )
+        progress.schedule_reports(uow.session, allocation, scheme)
+        _notify_approved(uow, application, allocation, scheme)
         uow.commit()
         return allocation
 
@@ -122,6 +130,18 @@ def reject(uow: UnitOfWork, actor: Actor, application_id: int, reasons: str) -> 
             reasons=reasons.strip(),
         )
         uow.session.add(decision)
+        notifications.notify(
+            uow.session,
+            notifications.org_applicants(uow.session, application.org_id),
+            key=f"decision:{application.id}",
+            kind="decision",
+            subject=f"Your application {application.id} was not approved",
+            body=(
+                f"Your application {application.id} ({application.title}) was not approved. "
+                f"The committee's reasons:\n\n{reasons.strip()}"
+            ),
+            link=f"/applications/{application.id}",
+        )
         uow.commit()
         return decision
 
@@ -144,6 +164,38 @@ def get_decision(
             select(Allocation.id).where(Allocation.application_id == application_id)
         )
         return decision, allocation_id
+
+
+def _notify_approved(
+    uow: UnitOfWork, application: Application, allocation: Allocation, scheme: Scheme
+) -> None:
+    first, last = progress.award_days(allocation)
+    lines = [
+        f"Your application {application.id} ({application.title}) was approved: "
+        f"{allocation.gpu_hours:,} {allocation.gpu_model} GPU-hours from {first.isoformat()} "
+        f"to {last.isoformat()}. The {scheme.name} scheme pays {format_rate(allocation.rate_bp)} "
+        f"of the list price of HK${format_cents(allocation.price_cents_per_gpu_hour)} per "
+        "GPU-hour; your organisation pays the rest.",
+        f"Allocation {allocation.id} is open for jobs from its first day.",
+    ]
+    if allocation.conditions:
+        lines.append(f"Conditions of the award:\n{allocation.conditions}")
+    if every := scheme.report_every_months:
+        period = "month" if every == 1 else f"{every} months"
+        lines.append(
+            f"Progress reports are due every {period} and a final one on {last.isoformat()}."
+        )
+    else:
+        lines.append(f"A final progress report is due on {last.isoformat()}.")
+    notifications.notify(
+        uow.session,
+        notifications.org_applicants(uow.session, application.org_id),
+        key=f"decision:{application.id}",
+        kind="decision",
+        subject=f"Your application {application.id} was approved",
+        body="\n\n".join(lines),
+        link=f"/applications/{application.id}",
+    )
 
 
 def _decidable(uow: UnitOfWork, application_id: int) -> Application:

@@ -54,6 +54,8 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # the Unix user whose Slurm associations aisc makes in the accounts of this user's awards
     slurm_user: Mapped[str | None] = mapped_column(String(64), unique=True, index=True)
+    # argon2 hash for the web portal's sign-in; None: the user signs in with API tokens only
+    password_hash: Mapped[str | None] = mapped_column(String(200))
 
 
 class ApiToken(Base):
@@ -78,6 +80,8 @@ class Scheme(Base):
     eligible_categories: Mapped[list[str]] = mapped_column(JSON)
     rubric: Mapped[dict[str, int]] = mapped_column(JSON)
     min_reviews: Mapped[int] = mapped_column(Integer)
+    # grantees report progress this often (and once at the end of every award)
+    report_every_months: Mapped[int] = mapped_column(Integer, default=3, server_default="3")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -110,6 +114,8 @@ class Application(Base):
     personal_data_details: Mapped[str] = mapped_column(Text, default="")
     risk_tier: Mapped[str] = mapped_column(String(20))
     human_oversight: Mapped[str] = mapped_column(Text)
+    # the declarations the applicant made (keys of services.applications.DECLARATIONS)
+    declarations: Mapped[list[str]] = mapped_column(JSON, default=list)
     status: Mapped[str] = mapped_column(String(20), index=True)
     submitted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -262,3 +268,61 @@ class LedgerHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger, default=0)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class WebSession(Base):
+    """A signed-in browser. Only the hash of the cookie's value is stored, as for API tokens."""
+
+    __tablename__ = "web_sessions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class SignInFailure(Base):
+    """Failed password sign-ins, counted per email to slow down guessing."""
+
+    __tablename__ = "sign_in_failures"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), index=True)
+    failed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class Notification(Base):
+    """A message to one user, shown in the portal and mailed (an outbox: mailed after commit).
+
+    `key` makes each event notify once, however often the periodic checks run.
+    """
+
+    __tablename__ = "notifications"
+    __table_args__ = (UniqueConstraint("user_id", "key"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    key: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(40))
+    subject: Mapped[str] = mapped_column(String(300))
+    body: Mapped[str] = mapped_column(Text)
+    link: Mapped[str] = mapped_column(String(300), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    read_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    emailed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    email_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    email_error: Mapped[str] = mapped_column(Text, default="")
+
+
+class ProgressReport(Base):
+    """A progress report an award's conditions call for: due on a date, then submitted."""
+
+    __tablename__ = "progress_reports"
+    __table_args__ = (UniqueConstraint("allocation_id", "due_on"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    allocation_id: Mapped[int] = mapped_column(ForeignKey("allocations.id"), index=True)
+    due_on: Mapped[date] = mapped_column(Date)
+    final: Mapped[bool] = mapped_column(Boolean, default=False)
+    summary: Mapped[str] = mapped_column(Text, default="")
+    submitted_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -1,0 +1,117 @@
+"""Sign-in and sign-out, the home redirect, the user's password and notifications."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from aisc.api.deps import RuntimeDep
+from aisc.domain.errors import AuthenticationFailed, ValidationError
+from aisc.services import notifications, sessions
+from aisc.web.render import HOME, page
+from aisc.web.session import COOKIE, SignInRequired, UserDep, portal_user
+
+router = APIRouter(include_in_schema=False)
+
+
+def safe_next(target: str | None) -> str | None:
+    """Only a path on this site: never an open redirect to another one."""
+    if target and target.startswith("/") and not target.startswith("//"):
+        return target
+    return None
+
+
+@router.get("/")
+async def home(request: Request, runtime: RuntimeDep) -> Response:
+    try:
+        user = await portal_user(request, runtime)
+    except SignInRequired:
+        return RedirectResponse("/login", status_code=303)
+    return RedirectResponse(HOME[user.actor.role], status_code=303)
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_form(request: Request, next: str | None = None) -> HTMLResponse:
+    return page(request, "login.html", next=safe_next(next) or "", email="", error="")
+
+
+@router.post("/login")
+def login(
+    request: Request,
+    runtime: RuntimeDep,
+    email: Annotated[str, Form()] = "",
+    password: Annotated[str, Form()] = "",
+    next: Annotated[str, Form()] = "",
+) -> Response:
+    lifetime = timedelta(hours=runtime.settings.session_hours)
+    try:
+        new = sessions.sign_in(runtime.uow(), email, password, lifetime)
+    except AuthenticationFailed as exc:
+        return page(
+            request, "login.html", status_code=401, next=next, email=email, error=exc.detail
+        )
+    target = safe_next(next) or HOME[new.info.actor.role]
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(
+        COOKIE,
+        new.token,
+        max_age=int(lifetime.total_seconds()),
+        httponly=True,
+        samesite="lax",
+        secure=runtime.settings.cookie_secure or request.url.scheme == "https",
+        path="/",
+    )
+    return response
+
+
+@router.post("/logout")
+def logout(request: Request, runtime: RuntimeDep, user: UserDep) -> Response:
+    sessions.sign_out(runtime.uow(), request.cookies.get(COOKIE))
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(COOKIE, path="/")
+    return response
+
+
+@router.get("/account", response_class=HTMLResponse)
+def account(request: Request, user: UserDep) -> HTMLResponse:
+    return page(request, "account.html", errors={}, done=False)
+
+
+@router.post("/account/password", response_class=HTMLResponse)
+def change_password(
+    request: Request,
+    runtime: RuntimeDep,
+    user: UserDep,
+    current: Annotated[str, Form()] = "",
+    new: Annotated[str, Form()] = "",
+    repeat: Annotated[str, Form()] = "",
+) -> Response:
+    errors: dict[str, str] = {}
+    if new != repeat:
+        errors["repeat"] = "the two new passwords differ"
+    else:
+        try:
+            sessions.change_password(runtime.uow(), user.actor, current, new)
+        except AuthenticationFailed as exc:
+            errors["current"] = exc.detail
+        except ValidationError as exc:
+            errors["new"] = exc.detail
+    if errors:
+        return page(request, "account.html", status_code=422, errors=errors, done=False)
+    # every session ended with the change, this one too
+    return RedirectResponse("/login?next=/account", status_code=303)
+
+
+@router.get("/notifications", response_class=HTMLResponse)
+def inbox(request: Request, runtime: RuntimeDep, user: UserDep) -> HTMLResponse:
+    items = notifications.list_notifications(runtime.uow(), user.actor, limit=100)
+    return page(request, "notifications.html", items=items)
+
+
+@router.post("/notifications/read")
+def read_all(runtime: RuntimeDep, user: UserDep) -> Response:
+    notifications.mark_read(runtime.uow(), user.actor)
+    return RedirectResponse("/notifications", status_code=303)
