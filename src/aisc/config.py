@@ -107,6 +107,19 @@ class Settings(BaseSettings):
         description="Send the portal's session cookie over HTTPS only; set true behind an HTTPS "
         "proxy (it is always set when the request itself is HTTPS).",
     )
+    oidc_issuer: str | None = Field(
+        default=None,
+        description="OpenID Connect issuer URL for single sign-on to the portal; unset: "
+        "password sign-in only.",
+    )
+    oidc_client_id: str = Field(default="aisc", description="aisc's client id at the issuer.")
+    oidc_client_secret: SecretStr = Field(
+        default=SecretStr(""), description="aisc's client secret at the issuer."
+    )
+    oidc_label: str = Field(
+        default="single sign-on",
+        description="Name of the identity provider on the sign-in button.",
+    )
     url: str = Field(default="http://127.0.0.1:8000", description="Server URL the CLI talks to.")
     token: str | None = Field(default=None, description="API token the CLI sends.")
     smtp_host: str | None = Field(

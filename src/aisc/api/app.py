@@ -44,7 +44,7 @@ def create_app(runtime: Runtime, run_controller: bool = True) -> FastAPI:
     for module in (people, funding, review, compute, accounting):
         api.include_router(module.router)
     app.include_router(api)
-    mount_portal(app)
+    mount_portal(app, runtime.settings)
     return app
 
 

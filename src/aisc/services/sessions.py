@@ -10,7 +10,7 @@ from __future__ import annotations
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -109,23 +109,44 @@ def sign_in(
             uow.commit()
             raise refused
         assert user is not None
-        if not user.active:
-            raise AuthenticationFailed("this account is not active; ask the centre's operators")
-        token = secrets.token_urlsafe(32)
-        csrf = secrets.token_urlsafe(32)
-        uow.session.add(
-            WebSession(
-                user_id=user.id,
-                token_hash=hash_token(token),
-                csrf_token=csrf,
-                created_at=now,
-                expires_at=now + lifetime,
-            )
-        )
         # a success clears the count, so the owner is not locked out by earlier typos
         uow.session.execute(delete(SignInFailure).where(SignInFailure.email == email))
-        uow.commit()
-        return NewSession(token, SessionInfo(actor_for(user), csrf, user.email))
+        return _open_session(uow, user, now, lifetime)
+
+
+def sign_in_verified_email(
+    uow: UnitOfWork, email: str, lifetime: timedelta, clock: Clock = utcnow
+) -> NewSession:
+    """A session for the user whose email the centre's identity provider has verified.
+
+    Signing in never creates a user: operators do, so awards only go to people they know.
+    """
+    with uow:
+        user = uow.session.scalar(select(User).where(User.email == email.strip().lower()))
+        if user is None:
+            raise AuthenticationFailed(
+                f"{email.strip()} has no aisc account; ask the centre's operators for one"
+            )
+        return _open_session(uow, user, clock(), lifetime)
+
+
+def _open_session(uow: UnitOfWork, user: User, now: datetime, lifetime: timedelta) -> NewSession:
+    """Adds the session in the caller's unit of work and commits it."""
+    if not user.active:
+        raise AuthenticationFailed("this account is not active; ask the centre's operators")
+    token = secrets.token_urlsafe(32)
+    csrf = secrets.token_urlsafe(32)
+    uow.session.add(
+        WebSession(
+            user_id=user.id,
+            token_hash=hash_token(token),
+            csrf_token=csrf,
+            created_at=now,
+            expires_at=now + lifetime,
+        )
+    )
+    uow.commit()
+    return NewSession(token, SessionInfo(actor_for(user), csrf, user.email))
 
 
 def _password_matches(password_hash: str | None, password: str) -> bool:

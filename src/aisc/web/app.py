@@ -6,7 +6,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from aisc.config import Settings
 from aisc.domain.errors import DomainError
+from aisc.web.oidc import oidc_from_settings
 from aisc.web.render import HERE, page
 from aisc.web.routes import applicant, funder, operator, reviewer, signin
 from aisc.web.session import SignInRequired, sign_in_url
@@ -23,7 +25,13 @@ SECURITY_HEADERS = {
 UNGUARDED = ("/api/", "/docs", "/redoc")
 
 
-def mount_portal(app: FastAPI) -> None:
+def mount_portal(app: FastAPI, settings: Settings) -> None:
+    app.state.oidc = oidc_from_settings(
+        settings.oidc_issuer,
+        settings.oidc_client_id,
+        settings.oidc_client_secret.get_secret_value(),
+        settings.oidc_label,
+    )
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     for module in (signin, applicant, reviewer, operator, funder):
         app.include_router(module.router)

@@ -9,8 +9,9 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from aisc.api.deps import RuntimeDep
-from aisc.domain.errors import AuthenticationFailed, ValidationError
+from aisc.domain.errors import AuthenticationFailed, NotFound, ValidationError
 from aisc.services import notifications, sessions
+from aisc.web.oidc import OidcClient, OidcError, PendingSignIn
 from aisc.web.render import HOME, page
 from aisc.web.session import COOKIE, SignInRequired, UserDep, portal_user
 
@@ -53,17 +54,92 @@ def login(
         return page(
             request, "login.html", status_code=401, next=next, email=email, error=exc.detail
         )
-    target = safe_next(next) or HOME[new.info.actor.role]
+    return signed_in(request, runtime, new, next)
+
+
+def signed_in(
+    request: Request, runtime: RuntimeDep, new: sessions.NewSession, next_path: str | None
+) -> Response:
+    """Off to the page asked for (or the role's home), with the session's cookie."""
+    target = safe_next(next_path) or HOME[new.info.actor.role]
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(
         COOKIE,
         new.token,
-        max_age=int(lifetime.total_seconds()),
+        max_age=int(runtime.settings.session_hours * 3600),
         httponly=True,
         samesite="lax",
-        secure=runtime.settings.cookie_secure or request.url.scheme == "https",
+        secure=secure_cookies(request, runtime),
         path="/",
     )
+    return response
+
+
+def secure_cookies(request: Request, runtime: RuntimeDep) -> bool:
+    return runtime.settings.cookie_secure or request.url.scheme == "https"
+
+
+# -- single sign-on ----------------------------------------------------------------------------
+
+SSO_COOKIE = "aisc_sso"
+SSO_COOKIE_PATH = "/login/sso"
+
+
+def oidc_client(request: Request) -> OidcClient:
+    client: OidcClient | None = request.app.state.oidc
+    if client is None:
+        raise NotFound("single sign-on is not configured on this centre")
+    return client
+
+
+def login_refused(request: Request, error: str) -> HTMLResponse:
+    return page(request, "login.html", status_code=401, next="", email="", error=error)
+
+
+@router.get("/login/sso")
+def sso_start(request: Request, next: str | None = None) -> Response:
+    client = oidc_client(request)
+    try:
+        url, pending = client.start(str(request.url_for("sso_callback")), safe_next(next) or "")
+    except OidcError as exc:
+        return login_refused(request, f"single sign-on is unavailable: {exc}")
+    response = RedirectResponse(url, status_code=303)
+    response.set_cookie(
+        SSO_COOKIE,
+        pending.encode(),
+        max_age=600,  # ten minutes to sign in at the provider
+        httponly=True,
+        samesite="lax",  # sent on the provider's top-level redirect back
+        secure=request.url.scheme == "https",
+        path=SSO_COOKIE_PATH,
+    )
+    return response
+
+
+@router.get("/login/sso/callback", name="sso_callback")
+def sso_callback(
+    request: Request,
+    runtime: RuntimeDep,
+    code: str | None = None,
+    state: str | None = None,
+    error: str | None = None,
+) -> Response:
+    client = oidc_client(request)
+    pending = PendingSignIn.decode(request.cookies.get(SSO_COOKIE))
+    if error:
+        return login_refused(request, f"the identity provider did not sign you in ({error})")
+    if pending is None or not code or state != pending.state:
+        return login_refused(request, "the sign-in expired or did not start here; try again")
+    try:
+        identity = client.finish(code, pending, str(request.url_for("sso_callback")))
+        lifetime = timedelta(hours=runtime.settings.session_hours)
+        new = sessions.sign_in_verified_email(runtime.uow(), identity.email, lifetime)
+    except OidcError as exc:
+        return login_refused(request, str(exc))
+    except AuthenticationFailed as exc:
+        return login_refused(request, exc.detail)
+    response = signed_in(request, runtime, new, pending.next_path)
+    response.delete_cookie(SSO_COOKIE, path=SSO_COOKIE_PATH)
     return response
 
 
