@@ -228,6 +228,38 @@ def seed(runtime: Runtime, today: date | None = None) -> DemoCentre:
     score("ng", "vhf", 3, "reject")
     score("yip", "vhf", 4, "reject")
 
+    # one more, still with the committee: something for the portal's reviewers and operators
+    waiting = applications.submit_application(
+        uow(),
+        applicants["lantern"],
+        ApplicationRequest(
+            scheme_id=scheme.id,
+            title="Warehouse robot grasping policy (full programme)",
+            gpu_model="H800",
+            gpu_hours=6_000,
+            starts_on=today + timedelta(days=30),
+            ends_on=today + timedelta(days=395),
+            justification="Scale the pilot's 300M policy to 1.2B parameters on 200,000 "
+            "episodes across three warehouse layouts; 8 GPUs for about a month per stage.",
+            governance=GovernanceAssessment(
+                intended_use="Autonomous picking in Hong Kong logistics warehouses",
+                personal_data=False,
+                risk_tier="limited",
+                human_oversight="A floor supervisor can stop every robot; all grasps are logged.",
+            ),
+            declarations=tuple(applications.DECLARATIONS),
+        ),
+    )
+    reviews.submit_review(
+        uow(),
+        reviewers["ng"],
+        waiting.id,
+        {c: 7 + i % 2 for i, c in enumerate(RUBRIC)},
+        "approve",
+        "The pilot's results support the larger request.",
+    )
+    events.append(f"application #{waiting.id} from {applicants['lantern'].name} awaits review")
+
     allocations: dict[str, int] = {}
     for key, hours, rate_bp, reason in (
         ("hu", 50_000, None, ""),

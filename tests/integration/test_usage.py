@@ -392,3 +392,23 @@ def test_utilisation_needs_a_sensible_window(centre: Centre) -> None:
     with pytest.raises(ValidationError):
         utilisation_series(centre.uow(), centre.operator, utcnow(), -1)
     assert all(f == 0 for _, f in utilisation_series(centre.uow(), centre.operator, utcnow(), 0))
+
+
+def test_a_trickle_against_a_huge_award_and_fund_forecasts_no_date(
+    uow_factory: UowFactory,
+) -> None:
+    """HK$3bn and a million GPU-hours against one GPU-second: a century-long forecast is no
+    forecast (and a date that far out cannot even be written)."""
+    centre = build_centre(uow_factory, fund_cents=3_000_000_000_00)
+    big = award(centre, "HKU", gpu_hours=1_000_000)
+    d0 = first_day(centre, big)
+    run_job(centre, "HKU", big, gpus=1, start=midnight(d0 + timedelta(days=2)), seconds=1)
+    now = midnight(d0 + timedelta(days=3))
+    burn = allocation_burn(centre.uow(), centre.applicants["HKU"], big, now=now)
+    assert burn.rate_gpu_hours_per_day > 0
+    assert burn.runs_out_on is None and burn.outlasts_award is True
+    (fund,) = fund_burn(centre.uow(), centre.funder, now)
+    assert fund.spend_rate_cents_per_day == 0  # under a cent a day rounds to nothing
+    run_job(centre, "HKU", big, gpus=8, start=now - timedelta(hours=1), seconds=3000)
+    (fund,) = fund_burn(centre.uow(), centre.funder, now + timedelta(hours=1))
+    assert fund.spend_rate_cents_per_day > 0 and fund.exhausted_on is None

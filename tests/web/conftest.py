@@ -43,6 +43,15 @@ class Portal:
             form.setdefault("csrf_token", self.csrf)
         return self.client.post(path, data=form, follow_redirects=False)
 
+    def sign_in_to(self, email: str, next_path: str) -> None:
+        """Sign in and go straight to `next_path` (not the role's home page)."""
+        response = self.client.post(
+            "/login",
+            data={"email": email, "password": PASSWORD, "next": next_path},
+            follow_redirects=False,
+        )
+        assert response.status_code == 303 and response.headers["location"] == next_path
+
     def sign_in(self, email: str, password: str = PASSWORD) -> None:
         response = self.client.post(
             "/login", data={"email": email, "password": password}, follow_redirects=False

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import date, timedelta
 
+import pytest
 from sqlalchemy import func, select
 
 from aisc.runtime import Runtime
@@ -248,3 +249,26 @@ def test_pages_carry_a_content_security_policy(
     headers = p.get("/org").headers
     assert "default-src 'self'" in headers["content-security-policy"]
     assert headers["x-content-type-options"] == "nosniff"
+
+
+def test_an_unexpected_failure_is_an_error_page_not_json(
+    centre: Centre, email_of: Emails, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from aisc.api.app import create_app
+    from aisc.services import accounts
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(accounts, "get_organisation", broken)
+    with TestClient(create_app(runtime, run_controller=False), raise_server_exceptions=False) as c:
+        p = Portal(c)
+        p.sign_in_to(email_of(centre.applicants["Harbour U"]), "/jobs")
+        failed = c.get("/org")
+        assert failed.status_code == 500
+        assert failed.headers["content-type"].startswith("text/html")
+        assert "nothing was changed" in failed.text and "disk on fire" not in failed.text
+        api = c.get("/api/v1/health")
+        assert api.status_code == 200  # the API's own answers are untouched

@@ -57,8 +57,6 @@ def back_at_aisc(client: TestClient, location: str):  # type: ignore[no-untyped-
     return client.get(f"{parts.path}?{parts.query}", follow_redirects=False)
 
 
-
-
 def sign_in_as(client: TestClient, subject: str, next_path: str = "/jobs"):  # type: ignore[no-untyped-def]
     started = client.get(f"/login/sso?next={next_path}", follow_redirects=False)
     assert started.status_code == 303

@@ -89,8 +89,12 @@ def install(app: FastAPI, html: HtmlError | None = None) -> None:
         return problem(exc.status_code, title, str(exc.detail), request.url.path)
 
     @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s", request.url.path)
+        if html is not None and not is_api(request):
+            failure = errors.DomainError("the server failed; nothing was changed")
+            failure.title = "Internal error"
+            return html(request, 500, failure)
         return problem(
             500, "Internal error", "the server failed; nothing was changed", request.url.path
         )

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from aisc.domain.errors import AuthenticationFailed, Conflict, NotFound, ValidationError
 from aisc.domain.model import OrgCategory, Role
 from aisc.services.context import Actor, utcnow
-from aisc.store.tables import ApiToken, Organisation, User
+from aisc.store.tables import ApiToken, Organisation, User, WebSession
 from aisc.store.uow import UnitOfWork
 
 TOKEN_PREFIX = "aisc_"
@@ -147,6 +147,37 @@ def list_users(uow: UnitOfWork, actor: Actor) -> list[User]:
     actor.require(Role.OPERATOR)
     with uow:
         return list(uow.session.scalars(select(User).order_by(User.id)))
+
+
+def set_user_active(uow: UnitOfWork, actor: Actor, user_id: int, active: bool) -> User:
+    """An operator deactivates or reactivates a user.
+
+    While inactive the user can neither sign in nor use the portal or their API tokens
+    (authenticate() and the portal's session check both refuse an inactive user). Deactivating
+    also ends every portal session they have, so reactivating them does not revive an old one;
+    their API tokens are left as they were and work again once they are reactivated.
+    """
+    actor.require(Role.OPERATOR)
+    if not active and actor.user_id == user_id:
+        raise ValidationError(
+            "you cannot deactivate your own account; ask another operator",
+            {"active": "you cannot deactivate yourself"},
+        )
+    with uow:
+        user = uow.session.get(User, user_id)
+        if user is None:
+            raise NotFound(f"user {user_id} does not exist")
+        user.active = active
+        if not active:
+            now = utcnow()
+            for row in uow.session.scalars(
+                select(WebSession).where(
+                    WebSession.user_id == user_id, WebSession.revoked_at.is_(None)
+                )
+            ):
+                row.revoked_at = now
+        uow.commit()
+        return user
 
 
 def issue_token(uow: UnitOfWork, actor: Actor, user_id: int, label: str = "") -> str:

@@ -38,6 +38,12 @@ def day_start(d: date) -> datetime:
     return datetime.combine(d, time.min, tzinfo=UTC)
 
 
+def award_price(uow: UnitOfWork, gpu_model: str, starts_on: date, clock: Clock = utcnow) -> int:
+    """The list price an award starting that day is committed at: the price when it can first
+    be used (prices are never retroactive). Called inside the caller's unit of work."""
+    return price_at(uow.session, gpu_model, max(day_start(starts_on), clock()))
+
+
 def approve(
     uow: UnitOfWork, actor: Actor, application_id: int, terms: Approval, clock: Clock = utcnow
 ) -> Allocation:
@@ -74,9 +80,8 @@ def approve(
                 f"application {application.id} has {reviews} of the {scheme.min_reviews} "
                 "reviews the scheme requires"
             )
+        price = award_price(uow, application.gpu_model, terms.starts_on, clock)
         starts_at = day_start(terms.starts_on)
-        # the list price when the award can first be used: prices are never retroactive
-        price = price_at(uow.session, application.gpu_model, max(starts_at, clock()))
         commitment = award_commitment_cents(terms.gpu_hours, price, rate_bp)
         allocation = Allocation(
             application_id=application.id,

@@ -54,8 +54,15 @@ def _day_start(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=UTC)
 
 
-def _after_days(now: datetime, amount: int, per_day: int) -> datetime:
-    """The moment `amount` is used up at `per_day`, counted from `now` (integers throughout)."""
+# a forecast further out than this says nothing useful (and would overflow a date)
+FORECAST_HORIZON_DAYS = 100 * 365
+
+
+def _after_days(now: datetime, amount: int, per_day: int) -> datetime | None:
+    """The moment `amount` is used up at `per_day`, counted from `now` (integers throughout);
+    None when that is beyond the forecast horizon."""
+    if amount // per_day > FORECAST_HORIZON_DAYS:
+        return None
     return now + timedelta(seconds=amount * SECONDS_PER_DAY // per_day)
 
 
@@ -131,9 +138,13 @@ def allocation_burn(
             runs_out_on = now.date()
             outlasts = False
         else:
-            runs_out_at = now + timedelta(seconds=remaining_s * window_s / recent_s)
-            runs_out_on = runs_out_at.date()
-            outlasts = runs_out_at >= ends_at
+            lasts_s = remaining_s * window_s / recent_s
+            if lasts_s > FORECAST_HORIZON_DAYS * SECONDS_PER_DAY:
+                outlasts = True  # at this trickle it lasts for ever, and past the award
+            else:
+                runs_out_at = now + timedelta(seconds=lasts_s)
+                runs_out_on = runs_out_at.date()
+                outlasts = runs_out_at >= ends_at
     else:
         outlasts = remaining_s > 0
     return AllocationBurn(
@@ -275,7 +286,8 @@ def fund_burn(uow: UnitOfWork, actor: Actor, now: datetime) -> list[FundBurn]:
         exhausted_on = None
         if rate > 0:
             left = total - spent
-            exhausted_on = now.date() if left <= 0 else _after_days(now, left, rate).date()
+            runs_out = _after_days(now, left, rate) if left > 0 else now
+            exhausted_on = runs_out.date() if runs_out else None
         result.append(
             FundBurn(
                 scheme_id=scheme.id,

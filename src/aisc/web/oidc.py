@@ -132,14 +132,13 @@ class OidcClient:
             "code_verifier": pending.verifier,
         }
         secret = self.settings.client_secret
-        if not secret:  # a public client: PKCE alone proves the code is ours
+        auth = httpx.Auth()  # the base class adds nothing to the request
+        if secret:
+            auth = httpx.BasicAuth(self.settings.client_id, secret)
+        else:  # a public client: PKCE alone proves the code is ours
             form["client_id"] = self.settings.client_id
         try:
-            response = self._http.post(
-                provider["token_endpoint"],
-                data=form,
-                auth=(self.settings.client_id, secret) if secret else None,
-            )
+            response = self._http.post(provider["token_endpoint"], data=form, auth=auth)
         except httpx.HTTPError as exc:
             raise OidcError(f"the identity provider did not answer ({exc})") from None
         if response.status_code != 200:

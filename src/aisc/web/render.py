@@ -34,6 +34,8 @@ NAV: dict[Role, list[tuple[str, str]]] = {
         ("/ops/applications", "Decisions"),
         ("/ops/cluster", "Cluster"),
         ("/ops/queue", "Queue"),
+        ("/ops/allocations", "Allocations"),
+        ("/ops/people", "People"),
         ("/ops/schemes", "Schemes"),
         ("/ops/rates", "Rate card"),
     ],

@@ -1,5 +1,5 @@
 """The operators' pages: the centre at a glance, committee decisions, the cluster and its queue,
-schemes and the rate card."""
+allocations, people (organisations and users), schemes and the rate card."""
 
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ from starlette.datastructures import FormData
 
 from aisc.api.deps import RuntimeDep
 from aisc.domain.errors import Conflict, DomainError, NotFound, ValidationError
-from aisc.domain.model import ApplicationStatus, JobState, OrgCategory
+from aisc.domain.model import ApplicationStatus, JobState, OrgCategory, Role
 from aisc.domain.money import BASIS_POINTS, parse_cents
 from aisc.runtime import Runtime
 from aisc.services import (
+    accounts,
     allocations,
     applications,
     decisions,
@@ -27,12 +28,13 @@ from aisc.services import (
     rates,
     reviews,
     schemes,
+    sessions,
     usage,
 )
 from aisc.services.context import utcnow
 from aisc.store.tables import Application, Review
 from aisc.web import forms
-from aisc.web.render import page
+from aisc.web.render import hkd, page
 from aisc.web.session import OperatorDep, PortalUser
 
 router = APIRouter(include_in_schema=False)
@@ -236,7 +238,8 @@ def decision_page(
         "conditions": "",
         "reasons": "",
     }
-    prices = [r for r in rates.list_rates(uow()) if r.gpu_model == application.gpu_model]
+    with uow() as reading:
+        price = decisions.award_price(reading, application.gpu_model, application.starts_on)
     return page(
         request,
         "operator/application.html",
@@ -251,7 +254,7 @@ def decision_page(
         decision=decided[0] if decided else None,
         allocation_id=decided[1] if decided else None,
         fund=fund,
-        prices=prices,
+        price=price,
         declarations=applications.DECLARATIONS,
         default_rate=percent_text(scheme.default_rate_bp),
         max_rate=percent_text(scheme.max_rate_bp),
@@ -634,3 +637,346 @@ async def set_rate(request: Request, runtime: RuntimeDep, user: OperatorDep) -> 
         else:
             return RedirectResponse("/ops/rates?created=1", status_code=303)
     return rates_page(request, runtime, user, values, errors, status_code=422)
+
+
+# -- allocations -------------------------------------------------------------------------------
+
+
+def allocations_page(
+    request: Request,
+    runtime: Runtime,
+    user: PortalUser,
+    *,
+    flash: str = "",
+    flash_ok: str = "",
+    status_code: int = 200,
+) -> HTMLResponse:
+    uow, actor = runtime.uow, user.actor
+    balances = allocations.list_allocations(uow(), actor)
+    return page(
+        request,
+        "operator/allocations.html",
+        status_code=status_code,
+        title="Allocations",
+        balances=balances,
+        active=sum(1 for b in balances if b.status == "active"),
+        orgs={o.id: o.name for o in accounts.list_organisations(uow(), actor)},
+        scheme_names={s.id: s.name for s in schemes.list_schemes(uow())},
+        flash=flash,
+        flash_ok=flash_ok,
+    )
+
+
+@router.get("/ops/allocations", response_class=HTMLResponse)
+def allocations_list(request: Request, runtime: RuntimeDep, user: OperatorDep) -> HTMLResponse:
+    flash_ok = ""
+    closed, returned = request.query_params.get("closed", ""), request.query_params.get("returned")
+    if closed.isdigit() and returned is not None and returned.isdigit():
+        flash_ok = (
+            f"Allocation {closed} was closed: {hkd(int(returned))} of unspent subsidy returned "
+            "to the fund and its unused GPU-hours lapsed."
+        )
+    return allocations_page(request, runtime, user, flash_ok=flash_ok)
+
+
+@router.post("/ops/allocations/{allocation_id}/close", response_class=HTMLResponse)
+async def close_allocation(
+    request: Request, allocation_id: int, runtime: RuntimeDep, user: OperatorDep
+) -> Response:
+    before = allocations.get_allocation(runtime.uow(), user.actor, allocation_id)  # 404 if none
+    try:
+        after = allocations.close_allocation(runtime.uow(), user.actor, allocation_id)
+    except DomainError as exc:
+        return allocations_page(
+            request,
+            runtime,
+            user,
+            flash=f"Allocation {allocation_id} was not closed: {exc.detail}",
+            status_code=refused(exc),
+        )
+    # the allocation's subsidy (committed + held + spent) only moves to the fund when it closes,
+    # so what the fund got back is the difference, even if a job settled in between
+    held = before.subsidy_committed_cents + before.subsidy_reserved_cents
+    returned = held + before.subsidy_spent_cents - after.subsidy_spent_cents
+    return RedirectResponse(
+        f"/ops/allocations?closed={allocation_id}&returned={max(returned, 0)}", status_code=303
+    )
+
+
+# -- people: organisations and users -----------------------------------------------------------
+
+ROLES = [r.value for r in Role]
+NAME_MAX, EMAIL_MAX, SECTOR_MAX = 200, 320, 100
+USER_FIELDS = ("name", "email", "role", "org_id", "slurm_user")  # a password is never echoed
+
+
+def password_of(form: FormData, name: str = "password") -> str:
+    """A password as typed: unlike other fields, its spaces are part of it."""
+    value = form.get(name, "")
+    return value if isinstance(value, str) else ""
+
+
+def people_page(
+    request: Request,
+    runtime: Runtime,
+    user: PortalUser,
+    *,
+    org_values: dict[str, str] | None = None,
+    org_errors: dict[str, str] | None = None,
+    user_values: dict[str, str] | None = None,
+    user_errors: dict[str, str] | None = None,
+    row_errors: dict[int, str] | None = None,
+    flash: str = "",
+    flash_ok: str = "",
+    status_code: int = 200,
+) -> HTMLResponse:
+    uow, actor = runtime.uow, user.actor
+    orgs = accounts.list_organisations(uow(), actor)
+    users = accounts.list_users(uow(), actor)
+    members: dict[int, int] = {}
+    for u in users:
+        if u.org_id is not None:
+            members[u.org_id] = members.get(u.org_id, 0) + 1
+    return page(
+        request,
+        "operator/people.html",
+        status_code=status_code,
+        title="People",
+        orgs=orgs,
+        org_names={o.id: o.name for o in orgs},
+        members=members,
+        users=users,
+        category_options=[(c, c.replace("_", " ")) for c in CATEGORIES],
+        role_options=[(r, r) for r in ROLES],
+        org_options=[("", "— none —"), *((str(o.id), o.name) for o in orgs)],
+        password_min=sessions.PASSWORD_MIN,
+        org_values=org_values or {"category": OrgCategory.UNIVERSITY.value},
+        org_errors=org_errors or {},
+        user_values=user_values or {"role": Role.APPLICANT.value},
+        user_errors=user_errors or {},
+        row_errors=row_errors or {},
+        flash=flash,
+        flash_ok=flash_ok,
+    )
+
+
+def people_message(runtime: Runtime, user: PortalUser, params: dict[str, str]) -> str:
+    """The confirmation a redirect back to the people page asks for."""
+    if params.get("org", "").isdigit():
+        org_id = int(params["org"])
+        names = {o.id: o.name for o in accounts.list_organisations(runtime.uow(), user.actor)}
+        if org_id in names:
+            return f"Organisation {names[org_id]} was created; add its members below."
+    if not params.get("user", "").isdigit():
+        return ""
+    found = {u.id: u for u in accounts.list_users(runtime.uow(), user.actor)}.get(
+        int(params["user"])
+    )
+    if found is None:
+        return ""
+    who = f"{found.name} ({found.email})"
+    did = params.get("did", "")
+    if did == "created" and found.password_hash is None:
+        return (
+            f"{who} was created without a portal password: they sign in with the centre's "
+            "single sign-on or an API token, or you set one below."
+        )
+    return {
+        "created": f"{who} was created. Pass their initial password on to them securely; "
+        "they change it under Account once signed in.",
+        "password": f"{who} has a new password and every session of theirs has ended. "
+        "Pass the new password on to them securely.",
+        "deactivated": f"{who} was deactivated: their sessions have ended and their API tokens "
+        "no longer work.",
+        "reactivated": f"{who} was reactivated and can sign in again.",
+    }.get(did, "")
+
+
+@router.get("/ops/people", response_class=HTMLResponse)
+def people(request: Request, runtime: RuntimeDep, user: OperatorDep) -> HTMLResponse:
+    message = people_message(runtime, user, dict(request.query_params))
+    return people_page(request, runtime, user, flash_ok=message)
+
+
+def org_error_field(detail: str) -> str:
+    text = detail.lower()
+    return "category" if "category" in text else "sector" if "sector" in text else "org_name"
+
+
+@router.post("/ops/people/organisations", response_class=HTMLResponse)
+async def create_organisation(request: Request, runtime: RuntimeDep, user: OperatorDep) -> Response:
+    form = await request.form()
+    values = {k: forms.text(form, k) for k in ("org_name", "category", "sector")}
+    errors: dict[str, str] = {}
+    if not values["org_name"]:
+        errors["org_name"] = "an organisation needs a name"
+    elif len(values["org_name"]) > NAME_MAX:
+        errors["org_name"] = f"the name takes at most {NAME_MAX} characters"
+    if values["category"] not in CATEGORIES:
+        errors["category"] = "choose one of the categories"
+    if len(values["sector"]) > SECTOR_MAX:
+        errors["sector"] = f"the sector takes at most {SECTOR_MAX} characters"
+    status_code = 422
+    if not errors:
+        try:
+            org = accounts.create_organisation(
+                runtime.uow(), user.actor, values["org_name"], values["category"], values["sector"]
+            )
+        except (ValidationError, Conflict) as exc:
+            errors[org_error_field(exc.detail)] = exc.detail
+            status_code = 409 if isinstance(exc, Conflict) else 422
+        else:
+            return RedirectResponse(f"/ops/people?org={org.id}", status_code=303)
+    return people_page(
+        request,
+        runtime,
+        user,
+        org_values=values,
+        org_errors=errors,
+        flash="The organisation was not created; please correct the fields marked below.",
+        status_code=status_code,
+    )
+
+
+def read_new_user(
+    form: FormData, values: dict[str, str], org_ids: set[int], errors: dict[str, str]
+) -> tuple[int | None, str | None]:
+    """Checks the create-user form the way create_user will, so each problem sits beside its
+    field; returns the organisation id and Slurm user name."""
+    if not values["name"]:
+        errors["name"] = "a user needs a name"
+    elif len(values["name"]) > NAME_MAX:
+        errors["name"] = f"the name takes at most {NAME_MAX} characters"
+    email = values["email"].lower()
+    if not email:
+        errors["email"] = "an email address is required"
+    elif len(email) > EMAIL_MAX or not accounts.EMAIL.match(email):
+        errors["email"] = f"{values['email']!r} is not an email address"
+    if values["role"] not in ROLES:
+        errors["role"] = "choose one of the roles"
+    org_id: int | None = None
+    if values["org_id"]:
+        if values["org_id"].isdigit() and int(values["org_id"]) in org_ids:
+            org_id = int(values["org_id"])
+        else:
+            errors["org_id"] = "choose an organisation from the list"
+    elif values["role"] == Role.APPLICANT.value:
+        errors["org_id"] = "an applicant must belong to an organisation"
+    slurm_user: str | None = None
+    if values["slurm_user"]:
+        try:
+            slurm_user = accounts.unix_user(values["slurm_user"])
+        except ValidationError as exc:
+            errors["slurm_user"] = exc.detail
+    password = password_of(form)
+    if password:
+        try:
+            sessions.check_password_strength(password)
+        except ValidationError as exc:
+            errors["password"] = exc.detail
+    return org_id, slurm_user
+
+
+def user_error_field(detail: str) -> str:
+    text = detail.lower()
+    for words, name in (
+        (("slurm", "unix user"), "slurm_user"),
+        (("email",), "email"),
+        (("organisation",), "org_id"),
+        (("role",), "role"),
+        (("password",), "password"),
+    ):
+        if any(w in text for w in words):
+            return name
+    return "name"
+
+
+@router.post("/ops/people/users", response_class=HTMLResponse)
+async def create_user(request: Request, runtime: RuntimeDep, user: OperatorDep) -> Response:
+    form = await request.form()
+    values = {k: forms.text(form, k) for k in USER_FIELDS}
+    errors: dict[str, str] = {}
+    org_ids = {o.id for o in accounts.list_organisations(runtime.uow(), user.actor)}
+    # the password is checked here, before the user exists: creating them and setting their
+    # password are two units of work, and a refused password must leave nobody behind
+    org_id, slurm_user = read_new_user(form, values, org_ids, errors)
+    status_code = 422
+    if not errors:
+        try:
+            created = accounts.create_user(
+                runtime.uow(),
+                user.actor,
+                values["name"],
+                values["email"],
+                values["role"],
+                org_id,
+                slurm_user,
+            )
+        except (ValidationError, Conflict, NotFound) as exc:
+            errors[user_error_field(exc.detail)] = exc.detail
+            status_code = 409 if isinstance(exc, Conflict) else 422
+        else:
+            password = password_of(form)
+            if password:
+                sessions.set_password(runtime.uow(), user.actor, created.id, password)
+            return RedirectResponse(f"/ops/people?user={created.id}&did=created", 303)
+    return people_page(
+        request,
+        runtime,
+        user,
+        user_values=values,
+        user_errors=errors,
+        flash="The user was not created; please correct the fields marked below.",
+        status_code=status_code,
+    )
+
+
+@router.post("/ops/people/users/{user_id}/password", response_class=HTMLResponse)
+async def reset_password(
+    request: Request, user_id: int, runtime: RuntimeDep, user: OperatorDep
+) -> Response:
+    form = await request.form()
+    try:
+        sessions.set_password(runtime.uow(), user.actor, user_id, password_of(form))
+    except ValidationError as exc:
+        return people_page(
+            request,
+            runtime,
+            user,
+            row_errors={user_id: exc.detail},
+            flash=f"The password was not changed: {exc.detail}.",
+            status_code=422,
+        )
+    if user_id == user.actor.user_id:  # their own sessions, this one included, have ended
+        return RedirectResponse("/login?next=/ops/people", status_code=303)
+    return RedirectResponse(f"/ops/people?user={user_id}&did=password", status_code=303)
+
+
+@router.post("/ops/people/users/{user_id}/active", response_class=HTMLResponse)
+async def set_user_active(
+    request: Request, user_id: int, runtime: RuntimeDep, user: OperatorDep
+) -> Response:
+    form = await request.form()
+    choice = forms.text(form, "active")
+    if choice not in ("true", "false"):
+        return people_page(
+            request,
+            runtime,
+            user,
+            flash="Say whether the user is to be active (true) or not (false).",
+            status_code=422,
+        )
+    active = choice == "true"
+    try:
+        accounts.set_user_active(runtime.uow(), user.actor, user_id, active)
+    except ValidationError as exc:
+        return people_page(
+            request,
+            runtime,
+            user,
+            row_errors={user_id: exc.detail},
+            flash=exc.detail[:1].upper() + exc.detail[1:] + ".",
+            status_code=422,
+        )
+    did = "reactivated" if active else "deactivated"
+    return RedirectResponse(f"/ops/people?user={user_id}&did={did}", status_code=303)
