@@ -3,6 +3,7 @@ invoices and progress reports."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import date, timedelta
 
@@ -272,3 +273,26 @@ def test_an_unexpected_failure_is_an_error_page_not_json(
         assert "nothing was changed" in failed.text and "disk on fire" not in failed.text
         api = c.get("/api/v1/health")
         assert api.status_code == 200  # the API's own answers are untouched
+
+
+def test_api_tokens_are_issued_once_and_revoked_from_the_account_page(
+    centre: Centre, email_of: Emails, portal: Portals
+) -> None:
+    p = applicant_portal(centre, email_of, portal)
+    issued = p.post("/account/tokens", {"label": "laptop"})
+    assert issued.status_code == 200
+    token = re.search(r'data-testid="new-token">(aisc_[^<]+)<', issued.text)
+    assert token, "the new token is shown once"
+    headers = {"Authorization": f"Bearer {token.group(1)}"}
+    me = p.client.get("/api/v1/me", headers=headers)
+    assert me.status_code == 200 and me.json()["name"] == "Harbour U Lead"
+    listed = p.get("/account")
+    assert "laptop" in listed.text and token.group(1) not in listed.text  # never shown again
+    token_id = re.search(r'data-token="(\d+)"', listed.text)
+    assert token_id
+    assert p.post(f"/account/tokens/{token_id.group(1)}/revoke").status_code == 303
+    assert p.client.get("/api/v1/me", headers=headers).status_code == 401
+    # nobody revokes another user's token
+    other = portal()
+    other.sign_in(email_of(centre.reviewers[0]))
+    assert other.post(f"/account/tokens/{token_id.group(1)}/revoke").status_code == 404

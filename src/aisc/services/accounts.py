@@ -193,6 +193,30 @@ def issue_token(uow: UnitOfWork, actor: Actor, user_id: int, label: str = "") ->
     return token
 
 
+def list_tokens(uow: UnitOfWork, actor: Actor) -> list[ApiToken]:
+    """The caller's own API tokens (their hashes never leave the server), newest first."""
+    with uow:
+        return list(
+            uow.session.scalars(
+                select(ApiToken)
+                .where(ApiToken.user_id == actor.user_id)
+                .order_by(ApiToken.id.desc())
+            )
+        )
+
+
+def revoke_token_by_id(uow: UnitOfWork, actor: Actor, token_id: int) -> None:
+    """Revoke one of the caller's own tokens (operators: anyone's), when the plain token is
+    long gone: the portal lists tokens by label and date."""
+    with uow:
+        row = uow.session.get(ApiToken, token_id)
+        if row is None or (row.user_id != actor.user_id and actor.role != Role.OPERATOR):
+            raise NotFound(f"token {token_id} does not exist")
+        if row.revoked_at is None:
+            row.revoked_at = utcnow()
+            uow.commit()
+
+
 def revoke_token(uow: UnitOfWork, actor: Actor, token: str) -> None:
     with uow:
         row = uow.session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))

@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from aisc.api.deps import RuntimeDep
 from aisc.domain.errors import AuthenticationFailed, NotFound, ValidationError
-from aisc.services import notifications, sessions
+from aisc.services import accounts, notifications, sessions
 from aisc.web.oidc import OidcClient, OidcError, PendingSignIn
 from aisc.web.render import HOME, page
 from aisc.web.session import COOKIE, SignInRequired, UserDep, portal_user
@@ -151,9 +151,47 @@ def logout(request: Request, runtime: RuntimeDep, user: UserDep) -> Response:
     return response
 
 
+def account_page(
+    request: Request,
+    runtime: RuntimeDep,
+    user: UserDep,
+    errors: dict[str, str] | None = None,
+    new_token: str = "",
+    status_code: int = 200,
+) -> HTMLResponse:
+    return page(
+        request,
+        "account.html",
+        status_code=status_code,
+        errors=errors or {},
+        tokens=accounts.list_tokens(runtime.uow(), user.actor),
+        new_token=new_token,
+        api_url=runtime.settings.url,
+    )
+
+
 @router.get("/account", response_class=HTMLResponse)
-def account(request: Request, user: UserDep) -> HTMLResponse:
-    return page(request, "account.html", errors={}, done=False)
+def account(request: Request, runtime: RuntimeDep, user: UserDep) -> HTMLResponse:
+    return account_page(request, runtime, user)
+
+
+@router.post("/account/tokens", response_class=HTMLResponse)
+def issue_token(
+    request: Request, runtime: RuntimeDep, user: UserDep, label: Annotated[str, Form()] = ""
+) -> HTMLResponse:
+    """A token for the command line and scripts, shown once on the page that answers."""
+    if len(label.strip()) > 100:
+        return account_page(
+            request, runtime, user, {"label": "a label takes at most 100 characters"}, "", 422
+        )
+    token = accounts.issue_token(runtime.uow(), user.actor, user.actor.user_id, label.strip())
+    return account_page(request, runtime, user, new_token=token)
+
+
+@router.post("/account/tokens/{token_id}/revoke")
+def revoke_token(token_id: int, runtime: RuntimeDep, user: UserDep) -> Response:
+    accounts.revoke_token_by_id(runtime.uow(), user.actor, token_id)
+    return RedirectResponse("/account", status_code=303)
 
 
 @router.post("/account/password", response_class=HTMLResponse)
@@ -176,7 +214,7 @@ def change_password(
         except ValidationError as exc:
             errors["new"] = exc.detail
     if errors:
-        return page(request, "account.html", status_code=422, errors=errors, done=False)
+        return account_page(request, runtime, user, errors, status_code=422)
     # every session ended with the change, this one too
     return RedirectResponse("/login?next=/account", status_code=303)
 
