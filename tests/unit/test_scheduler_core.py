@@ -409,6 +409,45 @@ def test_non_borrowed_jobs_are_never_preempted_even_when_the_owner_wants_more() 
     assert not s.cycle(10_000).preemptions
 
 
+def test_jobs_within_their_guarantee_go_before_borrowers_of_higher_priority() -> None:
+    """As Kueue orders its heads: a job that would borrow waits behind one that fits within
+    its project's guarantee, whatever their priorities, so a freed GPU is not lent only to be
+    reclaimed minutes later."""
+    s = Scheduler(cluster(2))
+    s.set_shares({A: 1, B: 1})  # 8 GPUs guaranteed each
+    for k in range(8):
+        s.submit(job(100 + k, 1, project=B, limit=100_000))
+    for k in range(7):
+        s.submit(job(200 + k, 1, project=A, limit=100_000))
+    start_all(s, 0)  # B runs its 8, A 7 of its 8: one GPU is free on node2
+    s.submit(job(1, 1, project=B, at=50, priority=10))  # B's 9th GPU would be borrowed
+    s.submit(job(2, 1, project=A, at=50, priority=-10))  # A's 8th is within its guarantee
+
+    # by priority alone B's job comes first: its class is worth 2,000 (qos weight x 1), and
+    # A's fair share (7 of 15 GPU-seconds used against half) only about 470 (10,000 x
+    # (2^(-14/15) - 2^(-16/15)))
+    assert s.explain(1, 100).factors.priority > s.explain(2, 100).factors.priority
+    assert s.ordered_ids(100) == [2, 1]
+    assert s.explain(1, 100).position == 2
+    assert "guaranteed share" in s.explain(1, 100).reason
+    result = start_all(s, 100)
+    assert result.started_ids == [2]
+    assert not result.starts[0].borrowed
+
+    # without borrowing there are no guarantees to order by: priority decides
+    plain = Scheduler(cluster(2), PolicyConfig(borrowing=False, preemption=False))
+    plain.set_shares({A: 1, B: 1})
+    for k in range(8):
+        plain.submit(job(100 + k, 1, project=B, limit=100_000))
+    for k in range(7):
+        plain.submit(job(200 + k, 1, project=A, limit=100_000))
+    start_all(plain, 0)
+    plain.submit(job(1, 1, project=B, at=50, priority=10))
+    plain.submit(job(2, 1, project=A, at=50, priority=-10))
+    assert plain.ordered_ids(100) == [1, 2]
+    assert start_all(plain, 100).started_ids == [1]
+
+
 def test_reclaiming_stops_at_the_guarantee_and_never_preempts_to_borrow() -> None:
     s = Scheduler(cluster(2))
     s.set_shares({A: 1, B: 1})  # C has no share: everything it runs is borrowed

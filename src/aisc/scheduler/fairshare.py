@@ -33,6 +33,8 @@ class FairShare:
         self._scaled_usage = np.zeros(0)
         self._reference = 0.0
         self._normalised: FloatArray | None = None  # cached until the shares change
+        self._entitled: npt.NDArray[np.bool_] | None = None  # shares > 0, cached with them
+        self._divisor: FloatArray | None = None  # the shares, 1 where there is none
         self.group_by_org = False
 
     # -- projects and their entitlements -------------------------------------------------
@@ -77,6 +79,7 @@ class FairShare:
         if self._normalised is None or len(self._normalised) != self.size:
             total = float(self._shares.sum())
             self._normalised = self._shares / total if total > 0 else np.zeros(self.size)
+            self._entitled = self._divisor = None  # derived from the shares: see `factors`
         return self._normalised
 
     # -- usage -----------------------------------------------------------------------------
@@ -116,9 +119,13 @@ class FairShare:
         if self.group_by_org:
             normalised_usage = self._effective_usage(normalised_usage)
         shares = self.normalised_shares()
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.where(shares > 0, normalised_usage / np.where(shares > 0, shares, 1), np.inf)
-        factor: FloatArray = np.where(ratio == np.inf, 0.0, np.exp2(-ratio)).astype(np.float64)
+        entitled, divisor = self._entitled, self._divisor
+        if entitled is None or divisor is None:
+            entitled = shares > 0
+            divisor = np.where(entitled, shares, 1.0)  # no share: no division by zero, no factor
+            self._entitled, self._divisor = entitled, divisor
+        factor: FloatArray = np.exp2(-(normalised_usage / divisor))
+        factor[~entitled] = 0.0  # a project with no share ranks last
         return factor
 
     def _effective_usage(self, usage: FloatArray) -> FloatArray:

@@ -78,7 +78,7 @@ class PendingQueue:
         return self.jobs.pop(job_id)
 
     def live_slots(self) -> IntArray:
-        return np.flatnonzero(self.alive[: self.used])
+        return self.alive[: self.used].nonzero()[0]
 
     def _make_room(self) -> None:
         if len(self.slot_of) <= self.used // 2:
