@@ -52,7 +52,6 @@ IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 INF = math.inf
 HEAD = 64  # jobs ordered up front; most cycles decide within the head of the queue
-BORROW_SPAN = 1e6
 CHUNK = 256  # backfill candidates tried between two refreshes of the vectorised bound
 
 __all__ = ["Scheduler", "Unschedulable"]
