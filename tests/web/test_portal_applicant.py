@@ -288,6 +288,7 @@ def test_api_tokens_are_issued_once_and_revoked_from_the_account_page(
     assert me.status_code == 200 and me.json()["name"] == "Harbour U Lead"
     listed = p.get("/account")
     assert "laptop" in listed.text and token.group(1) not in listed.text  # never shown again
+    assert "<title>Your account · aisc</title>" in listed.text
     token_id = re.search(r'data-token="(\d+)"', listed.text)
     assert token_id
     assert p.post(f"/account/tokens/{token_id.group(1)}/revoke").status_code == 303

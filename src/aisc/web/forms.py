@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import date
 from typing import Any
 
@@ -36,3 +36,13 @@ def day(form: FormData | Mapping[str, Any], name: str, errors: dict[str, str], l
 
 def checked(form: FormData | Mapping[str, Any], name: str) -> bool:
     return text(form, name) in ("on", "true", "1", "yes")
+
+
+def field_of(detail: str, keywords: Sequence[tuple[tuple[str, ...], str]], default: str) -> str:
+    """The form field a service's refusal is about, found by the words it uses; `default` when
+    none matches. For refusals that carry no field of their own."""
+    text = detail.lower()
+    for words, name in keywords:
+        if any(w in text for w in words):
+            return name
+    return default

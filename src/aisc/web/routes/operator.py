@@ -461,19 +461,19 @@ def read_rubric(form: FormData, errors: dict[str, str]) -> dict[str, int]:
 
 def scheme_error_field(detail: str) -> str:
     """The form field a scheme service refusal belongs to."""
-    text = detail.lower()
-    for words, name in (
-        (("rubric", "criterion"), "rubric"),
-        (("category",), "eligible_categories"),
-        (("rate",), "default_rate"),
-        (("review",), "min_reviews"),
-        (("fund total",), "fund_total"),
-        (("end after",), "ends_on"),
-        (("name", "scheme named"), "name"),
-    ):
-        if any(w in text for w in words):
-            return name
-    return "name"
+    return forms.field_of(
+        detail,
+        (
+            (("rubric", "criterion"), "rubric"),
+            (("category",), "eligible_categories"),
+            (("rate",), "default_rate"),
+            (("review",), "min_reviews"),
+            (("fund total",), "fund_total"),
+            (("end after",), "ends_on"),
+            (("name", "scheme named"), "name"),
+        ),
+        "name",
+    )
 
 
 def schemes_page(
@@ -878,17 +878,17 @@ def read_new_user(
 
 
 def user_error_field(detail: str) -> str:
-    text = detail.lower()
-    for words, name in (
-        (("slurm", "unix user"), "slurm_user"),
-        (("email",), "email"),
-        (("organisation",), "org_id"),
-        (("role",), "role"),
-        (("password",), "password"),
-    ):
-        if any(w in text for w in words):
-            return name
-    return "name"
+    return forms.field_of(
+        detail,
+        (
+            (("slurm", "unix user"), "slurm_user"),
+            (("email",), "email"),
+            (("organisation",), "org_id"),
+            (("role",), "role"),
+            (("password",), "password"),
+        ),
+        "name",
+    )
 
 
 @router.post("/ops/people/users", response_class=HTMLResponse)
