@@ -258,7 +258,10 @@ def seed(runtime: Runtime, today: date | None = None) -> DemoCentre:
         "approve",
         "The pilot's results support the larger request.",
     )
-    events.append(f"application #{waiting.id} from {applicants['lantern'].name} awaits review")
+    reviews.assign_reviewer(uow(), operator, waiting.id, reviewers["yip"].user_id)
+    events.append(
+        f"application #{waiting.id} from {applicants['lantern'].name} awaits Dr Ben Yip's review"
+    )
 
     allocations: dict[str, int] = {}
     for key, hours, rate_bp, reason in (

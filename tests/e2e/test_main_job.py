@@ -59,9 +59,9 @@ def test_db_upgrade_creates_the_schema_and_admin_bootstraps_an_operator(tmp_path
     env = clean_env(AISC_HOME=str(tmp_path / "home"))
     upgraded = runner.invoke(app, ["db", "upgrade"], env=env)
     assert upgraded.exit_code == 0, upgraded.output
-    assert "0004" in upgraded.stdout
+    assert "0005" in upgraded.stdout
     current = runner.invoke(app, ["db", "current"], env=env)
-    assert current.stdout.strip() == "0004"
+    assert current.stdout.strip() == "0005"
     created = runner.invoke(
         app,
         ["admin", "create-user", "Olivia Tsang", "ops@centre.test", "--role", "operator"],

@@ -14,7 +14,7 @@ def test_migrated_database_matches_the_declared_tables(engine: Engine, database_
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diff == []
-    assert current_revision(database_url) == "0004"
+    assert current_revision(database_url) == "0005"
 
 
 def test_every_declared_table_exists_with_the_ledger_head_row(engine: Engine) -> None:

@@ -11,12 +11,14 @@ from sqlalchemy.orm import Session
 
 from aisc.domain.errors import Conflict, ConflictOfInterest, NotFound, ValidationError
 from aisc.domain.model import ApplicationStatus, Role, validate_scores, weighted_score
+from aisc.services import notifications
 from aisc.services.context import Actor
 from aisc.store.tables import (
     Application,
     ConflictDeclaration,
     Organisation,
     Review,
+    ReviewAssignment,
     Scheme,
     User,
 )
@@ -123,6 +125,101 @@ def _open_application(session: Session, application_id: int) -> Application:
     return application
 
 
+# -- assignments ---------------------------------------------------------------------------------
+
+
+def assign_reviewer(
+    uow: UnitOfWork, actor: Actor, application_id: int, reviewer_id: int
+) -> ReviewAssignment:
+    """An operator asks a reviewer to review an open application; the reviewer is notified.
+    A reviewer with a declared conflict, or from the applicant's organisation, cannot be asked."""
+    actor.require(Role.OPERATOR)
+    with uow:
+        application = _open_application(uow.session, application_id)
+        reviewer = uow.session.get(User, reviewer_id)
+        if reviewer is None or reviewer.role != Role.REVIEWER.value or not reviewer.active:
+            raise ValidationError(f"user {reviewer_id} is not an active reviewer")
+        if reviewer.org_id is not None and reviewer.org_id == application.org_id:
+            raise ConflictOfInterest(f"{reviewer.name} belongs to the applicant's organisation")
+        declared = uow.session.scalar(
+            select(ConflictDeclaration).where(
+                ConflictDeclaration.application_id == application.id,
+                ConflictDeclaration.reviewer_id == reviewer.id,
+            )
+        )
+        if declared:
+            raise ConflictOfInterest(
+                f"{reviewer.name} declared a conflict of interest: {declared.reason}"
+            )
+        existing = uow.session.scalar(
+            select(ReviewAssignment).where(
+                ReviewAssignment.application_id == application.id,
+                ReviewAssignment.reviewer_id == reviewer.id,
+            )
+        )
+        if existing:
+            return existing
+        assignment = ReviewAssignment(
+            application_id=application.id, reviewer_id=reviewer.id, assigned_by=actor.user_id
+        )
+        uow.session.add(assignment)
+        notifications.notify(
+            uow.session,
+            [reviewer.id],
+            key=f"assignment:{application.id}",
+            kind="assignment",
+            subject=f"Please review application {application.id}: {application.title}",
+            body=(
+                f"The centre's operators ask you to review application {application.id} "
+                f"({application.title}). Declare any conflict of interest before you score it."
+            ),
+            link=f"/review/{application.id}",
+        )
+        uow.commit()
+        return assignment
+
+
+def unassign_reviewer(uow: UnitOfWork, actor: Actor, application_id: int, reviewer_id: int) -> None:
+    actor.require(Role.OPERATOR)
+    with uow:
+        assignment = uow.session.scalar(
+            select(ReviewAssignment).where(
+                ReviewAssignment.application_id == application_id,
+                ReviewAssignment.reviewer_id == reviewer_id,
+            )
+        )
+        if assignment is None:
+            raise NotFound(f"user {reviewer_id} is not assigned to application {application_id}")
+        uow.session.delete(assignment)
+        uow.commit()
+
+
+def assigned_reviewers(uow: UnitOfWork, actor: Actor, application_id: int) -> list[User]:
+    actor.require(Role.OPERATOR)
+    with uow:
+        return list(
+            uow.session.scalars(
+                select(User)
+                .join(ReviewAssignment, ReviewAssignment.reviewer_id == User.id)
+                .where(ReviewAssignment.application_id == application_id)
+                .order_by(User.name)
+            )
+        )
+
+
+def reviewers(uow: UnitOfWork, actor: Actor) -> list[User]:
+    """Every active reviewer, for an operator choosing whom to ask."""
+    actor.require(Role.OPERATOR)
+    with uow:
+        return list(
+            uow.session.scalars(
+                select(User)
+                .where(User.role == Role.REVIEWER.value, User.active.is_(True))
+                .order_by(User.name)
+            )
+        )
+
+
 # -- what the portal shows the committee --------------------------------------------------------
 
 
@@ -202,11 +299,13 @@ class ReviewItem:
     min_reviews: int
     state: str  # TO_REVIEW, REVIEWED or CONFLICTED, for this reviewer
     conflict_reason: str = ""
+    assigned: bool = False  # an operator asked this reviewer for it
 
 
 def reviewer_worklist(uow: UnitOfWork, actor: Actor) -> list[ReviewItem]:
-    """A reviewer's applications: open ones still to review, then those they reviewed, then
-    those they have a conflict with (declared, or their own organisation's open ones)."""
+    """A reviewer's applications: open ones still to review (those an operator assigned them
+    first), then those they reviewed, then those they have a conflict with (declared, or their
+    own organisation's open ones)."""
     actor.require(Role.REVIEWER)
     with uow:
         reviewer = uow.session.get(User, actor.user_id)
@@ -228,6 +327,13 @@ def reviewer_worklist(uow: UnitOfWork, actor: Actor) -> list[ReviewItem]:
                 select(ConflictDeclaration).where(ConflictDeclaration.reviewer_id == actor.user_id)
             )
         }
+        assigned = set(
+            uow.session.scalars(
+                select(ReviewAssignment.application_id).where(
+                    ReviewAssignment.reviewer_id == actor.user_id
+                )
+            )
+        )
         wanted = set(reviewed) | set(declared)
         rows = uow.session.execute(
             select(Application, Scheme.name, Scheme.min_reviews, Organisation.name)
@@ -259,9 +365,11 @@ def reviewer_worklist(uow: UnitOfWork, actor: Actor) -> list[ReviewItem]:
                 min_reviews=min_reviews,
                 state=state,
                 conflict_reason=reason,
+                assigned=application.id in assigned,
             )
         )
-    return groups[TO_REVIEW] + groups[REVIEWED] + groups[CONFLICTED]
+    to_review = sorted(groups[TO_REVIEW], key=lambda item: not item.assigned)  # stable
+    return to_review + groups[REVIEWED] + groups[CONFLICTED]
 
 
 def reviewer_names(uow: UnitOfWork, actor: Actor, reviews: Iterable[Review]) -> dict[int, str]:

@@ -130,6 +130,18 @@ class ConflictDeclaration(Base):
     declared_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class ReviewAssignment(Base):
+    """An operator asks a reviewer to review an application."""
+
+    __tablename__ = "review_assignments"
+    __table_args__ = (UniqueConstraint("application_id", "reviewer_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    application_id: Mapped[int] = mapped_column(ForeignKey("applications.id"), index=True)
+    reviewer_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    assigned_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    assigned_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class Review(Base):
     __tablename__ = "reviews"
     __table_args__ = (UniqueConstraint("application_id", "reviewer_id"),)

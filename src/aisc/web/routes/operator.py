@@ -251,6 +251,8 @@ def decision_page(
         names=reviews.reviewer_names(uow(), actor, found),
         mean=statistics.fmean(r.weighted_score for r in found) if found else None,
         conflicts=reviews.conflicts_declared(uow(), actor, application_id),
+        assigned=reviews.assigned_reviewers(uow(), actor, application_id),
+        all_reviewers=reviews.reviewers(uow(), actor),
         decision=decided[0] if decided else None,
         allocation_id=decided[1] if decided else None,
         fund=fund,
@@ -362,6 +364,30 @@ async def reject(
             status_code=refused(exc),
         )
     return RedirectResponse(f"/ops/applications/{application_id}?decided=rejected", 303)
+
+
+@router.post("/ops/applications/{application_id}/assign", response_class=HTMLResponse)
+async def assign(
+    request: Request, application_id: int, runtime: RuntimeDep, user: OperatorDep
+) -> Response:
+    """Ask a reviewer to review the application, or (with `remove`) withdraw the request."""
+    form = await request.form()
+    errors: dict[str, str] = {}
+    reviewer_id = forms.whole_number(form, "reviewer_id", errors, "The reviewer")
+    if errors:
+        return decision_page(
+            request, runtime, user, application_id, flash=errors["reviewer_id"], status_code=422
+        )
+    try:
+        if forms.checked(form, "remove"):
+            reviews.unassign_reviewer(runtime.uow(), user.actor, application_id, reviewer_id)
+        else:
+            reviews.assign_reviewer(runtime.uow(), user.actor, application_id, reviewer_id)
+    except DomainError as exc:
+        return decision_page(
+            request, runtime, user, application_id, flash=exc.detail, status_code=refused(exc)
+        )
+    return RedirectResponse(f"/ops/applications/{application_id}#reviewers-h", 303)
 
 
 # -- the cluster and the queue -----------------------------------------------------------------
