@@ -31,9 +31,7 @@ from aisc.store.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
 
-KINDS = frozenset(
-    {"decision", "low_balance", "ending", "invoice", "report_due", "assignment"}
-)
+KINDS = frozenset({"decision", "low_balance", "ending", "invoice", "report_due", "assignment"})
 MAX_EMAIL_ATTEMPTS = 5
 SUBJECT_MAX = 300  # the column's length
 # failures that concern one message; any other failure means the server is away, so a batch stops
