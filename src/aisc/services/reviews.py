@@ -35,19 +35,10 @@ def declare_conflict(
         raise ValidationError("say what the conflict of interest is")
     with uow:
         application = _open_application(uow.session, application_id)
-        existing = uow.session.scalar(
-            select(ConflictDeclaration).where(
-                ConflictDeclaration.application_id == application.id,
-                ConflictDeclaration.reviewer_id == actor.user_id,
-            )
-        )
-        if existing:
-            return existing
-        if uow.session.scalar(
-            select(Review).where(
-                Review.application_id == application.id, Review.reviewer_id == actor.user_id
-            )
-        ):
+        standing = _standing(uow.session, application, actor.user_id)
+        if standing.conflict:
+            return standing.conflict
+        if standing.own_review:
             raise Conflict("you have already reviewed this application; tell the operator")
         declaration = ConflictDeclaration(
             application_id=application.id, reviewer_id=actor.user_id, reason=reason.strip()
@@ -70,25 +61,10 @@ def submit_review(
         raise ValidationError(f"recommendation must be one of {', '.join(RECOMMENDATIONS)}")
     with uow:
         application = _open_application(uow.session, application_id)
-        reviewer = uow.session.get(User, actor.user_id)
-        assert reviewer is not None
-        if reviewer.org_id is not None and reviewer.org_id == application.org_id:
-            raise ConflictOfInterest("you cannot review an application from your own organisation")
-        declared = uow.session.scalar(
-            select(ConflictDeclaration).where(
-                ConflictDeclaration.application_id == application.id,
-                ConflictDeclaration.reviewer_id == actor.user_id,
-            )
-        )
-        if declared:
-            raise ConflictOfInterest(
-                f"you declared a conflict of interest with this application: {declared.reason}"
-            )
-        if uow.session.scalar(
-            select(Review).where(
-                Review.application_id == application.id, Review.reviewer_id == actor.user_id
-            )
-        ):
+        standing = _standing(uow.session, application, actor.user_id)
+        if standing.refusal:
+            raise ConflictOfInterest(standing.refusal)
+        if standing.own_review:
             raise Conflict("you have already reviewed this application")
         scheme = uow.session.get(Scheme, application.scheme_id)
         assert scheme is not None
@@ -139,17 +115,12 @@ def assign_reviewer(
         reviewer = uow.session.get(User, reviewer_id)
         if reviewer is None or reviewer.role != Role.REVIEWER.value or not reviewer.active:
             raise ValidationError(f"user {reviewer_id} is not an active reviewer")
-        if reviewer.org_id is not None and reviewer.org_id == application.org_id:
+        standing = _standing(uow.session, application, reviewer.id)
+        if standing.same_org:
             raise ConflictOfInterest(f"{reviewer.name} belongs to the applicant's organisation")
-        declared = uow.session.scalar(
-            select(ConflictDeclaration).where(
-                ConflictDeclaration.application_id == application.id,
-                ConflictDeclaration.reviewer_id == reviewer.id,
-            )
-        )
-        if declared:
+        if standing.conflict:
             raise ConflictOfInterest(
-                f"{reviewer.name} declared a conflict of interest: {declared.reason}"
+                f"{reviewer.name} declared a conflict of interest: {standing.conflict.reason}"
             )
         existing = uow.session.scalar(
             select(ReviewAssignment).where(
@@ -267,24 +238,30 @@ def reviewer_standing(uow: UnitOfWork, actor: Actor, application_id: int) -> Rev
         application = uow.session.get(Application, application_id)
         if application is None:
             raise NotFound(f"application {application_id} does not exist")
-        reviewer = uow.session.get(User, actor.user_id)
-        own = uow.session.scalar(
-            select(Review).where(
-                Review.application_id == application_id, Review.reviewer_id == actor.user_id
-            )
+        return _standing(uow.session, application, actor.user_id)
+
+
+def _standing(session: Session, application: Application, reviewer_id: int) -> ReviewerStanding:
+    """The one place that reads a reviewer's review, declared conflict and organisation for an
+    application: the scoring form, reviews, declarations and assignments all follow it."""
+    reviewer = session.get(User, reviewer_id)
+    own = session.scalar(
+        select(Review).where(
+            Review.application_id == application.id, Review.reviewer_id == reviewer_id
         )
-        conflict = uow.session.scalar(
-            select(ConflictDeclaration).where(
-                ConflictDeclaration.application_id == application_id,
-                ConflictDeclaration.reviewer_id == actor.user_id,
-            )
+    )
+    conflict = session.scalar(
+        select(ConflictDeclaration).where(
+            ConflictDeclaration.application_id == application.id,
+            ConflictDeclaration.reviewer_id == reviewer_id,
         )
-        same_org = (
-            reviewer is not None
-            and reviewer.org_id is not None
-            and reviewer.org_id == application.org_id
-        )
-        return ReviewerStanding(own, conflict, same_org)
+    )
+    same_org = (
+        reviewer is not None
+        and reviewer.org_id is not None
+        and reviewer.org_id == application.org_id
+    )
+    return ReviewerStanding(own, conflict, same_org)
 
 
 TO_REVIEW, REVIEWED, CONFLICTED = "to_review", "reviewed", "conflict"
