@@ -7,6 +7,7 @@ import statistics
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -301,16 +302,10 @@ async def approve(
     if not errors.keys() & {"starts_on", "ends_on"} and ends_on <= starts_on:
         errors["ends_on"] = "an award must end after it starts"
     rate_bp = read_percent(form, "subsidy_rate", errors, "The subsidy rate")
+    again = partial(decision_page, request, runtime, user, application_id, values=values)
     if errors:
-        return decision_page(
-            request,
-            runtime,
-            user,
-            application_id,
-            values=values,
-            errors=errors,
-            flash="Please correct the fields marked below.",
-            status_code=422,
+        return again(
+            errors=errors, flash="Please correct the fields marked below.", status_code=422
         )
     terms = decisions.Approval(
         gpu_hours=gpu_hours,
@@ -323,15 +318,7 @@ async def approve(
     try:
         decisions.approve(runtime.uow(), user.actor, application_id, terms)
     except DomainError as exc:
-        return decision_page(
-            request,
-            runtime,
-            user,
-            application_id,
-            values=values,
-            flash=exc.detail,
-            status_code=refused(exc),
-        )
+        return again(flash=exc.detail, status_code=refused(exc))
     return RedirectResponse(f"/ops/applications/{application_id}?decided=approved", 303)
 
 
@@ -341,28 +328,15 @@ async def reject(
 ) -> Response:
     form = await request.form()
     reasons = forms.text(form, "reasons")
+    again = partial(
+        decision_page, request, runtime, user, application_id, values={"reasons": reasons}
+    )
     if not reasons:
-        return decision_page(
-            request,
-            runtime,
-            user,
-            application_id,
-            values={"reasons": reasons},
-            errors={"reasons": "a rejection needs its reasons"},
-            status_code=422,
-        )
+        return again(errors={"reasons": "a rejection needs its reasons"}, status_code=422)
     try:
         decisions.reject(runtime.uow(), user.actor, application_id, reasons)
     except DomainError as exc:
-        return decision_page(
-            request,
-            runtime,
-            user,
-            application_id,
-            values={"reasons": reasons},
-            flash=exc.detail,
-            status_code=refused(exc),
-        )
+        return again(flash=exc.detail, status_code=refused(exc))
     return RedirectResponse(f"/ops/applications/{application_id}?decided=rejected", 303)
 
 
