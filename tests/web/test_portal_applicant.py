@@ -297,3 +297,23 @@ def test_api_tokens_are_issued_once_and_revoked_from_the_account_page(
     other = portal()
     other.sign_in(email_of(centre.reviewers[0]))
     assert other.post(f"/account/tokens/{token_id.group(1)}/revoke").status_code == 404
+
+
+def test_progress_reports_are_submitted_with_errors_beside_the_summary(
+    centre: Centre, email_of: Emails, portal: Portals, runtime: Runtime
+) -> None:
+    from aisc.services import progress
+    from aisc.services.context import utcnow
+
+    award(centre, "Harbour U", gpu_hours=10)
+    p = applicant_portal(centre, email_of, portal)
+    listed = p.get("/reports")
+    assert listed.status_code == 200
+    first = progress.list_reports(runtime.uow(), centre.operator, utcnow())[0].report
+    assert f'data-report="{first.id}"' in listed.text
+    short = p.post(f"/reports/{first.id}", {"summary": "Going well."})
+    assert short.status_code == 422 and 'data-error-for="summary"' in short.text
+    assert "Going well." in short.text  # what was typed comes back
+    summary = "Trained the 1B model to 6.1% word error rate; two papers submitted; on budget."
+    assert p.post(f"/reports/{first.id}", {"summary": summary}).status_code == 303
+    assert summary in p.get("/reports").text

@@ -277,17 +277,30 @@ def jobs_context(runtime: RuntimeDep, user: PortalUser) -> dict[str, Any]:
 
 @router.get("/jobs", response_class=HTMLResponse)
 def jobs_page(request: Request, runtime: RuntimeDep, user: ApplicantDep) -> HTMLResponse:
+    return jobs_form(request, runtime, user, {"gpus": "1", "time_limit_min": "60"}, {})
+
+
+def jobs_form(
+    request: Request,
+    runtime: RuntimeDep,
+    user: PortalUser,
+    values: dict[str, str],
+    errors: dict[str, str],
+    status_code: int = 200,
+) -> HTMLResponse:
+    """The jobs page: the submit form (for the allocations open to jobs) and the live list."""
     return page(
         request,
         "applicant/jobs.html",
+        status_code=status_code,
         title="Jobs",
         allocations=[
             b
             for b in allocations.list_allocations(runtime.uow(), user.actor)
             if b.status == "active"
         ],
-        values={"gpus": "1", "time_limit_min": "60"},
-        errors={},
+        values=values,
+        errors=errors,
         **jobs_context(runtime, user),
     )
 
@@ -332,20 +345,7 @@ async def submit_job(request: Request, runtime: RuntimeDep, user: ApplicantDep) 
             return RedirectResponse(f"/jobs/{job.id}", status_code=303)
         except DomainError as exc:
             errors["form"] = exc.detail
-    return page(
-        request,
-        "applicant/jobs.html",
-        status_code=422,
-        title="Jobs",
-        allocations=[
-            b
-            for b in allocations.list_allocations(runtime.uow(), user.actor)
-            if b.status == "active"
-        ],
-        values=values,
-        errors=errors,
-        **jobs_context(runtime, user),
-    )
+    return jobs_form(request, runtime, user, values, errors, 422)
 
 
 def job_context(runtime: RuntimeDep, user: PortalUser, job_id: int) -> dict[str, Any]:
@@ -419,17 +419,31 @@ def invoice_pdf_download(month: str, runtime: RuntimeDep, user: ApplicantDep) ->
 # -- progress reports --------------------------------------------------------------------------
 
 
-@router.get("/reports", response_class=HTMLResponse)
-def reports_page(request: Request, runtime: RuntimeDep, user: ApplicantDep) -> HTMLResponse:
+def reports_form(
+    request: Request,
+    runtime: RuntimeDep,
+    user: PortalUser,
+    open_id: int | None = None,
+    summary: str = "",
+    errors: dict[str, str] | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    """The reports page; `open_id` is the report whose form comes back with its error."""
     return page(
         request,
         "applicant/reports.html",
+        status_code=status_code,
         title="Progress reports",
         reports=progress.list_reports(runtime.uow(), user.actor, utcnow()),
-        errors={},
-        open_id=None,
-        summary="",
+        errors=errors or {},
+        open_id=open_id,
+        summary=summary,
     )
+
+
+@router.get("/reports", response_class=HTMLResponse)
+def reports_page(request: Request, runtime: RuntimeDep, user: ApplicantDep) -> HTMLResponse:
+    return reports_form(request, runtime, user)
 
 
 @router.post("/reports/{report_id}", response_class=HTMLResponse)
@@ -443,14 +457,7 @@ def submit_report(
     try:
         progress.submit_report(runtime.uow(), user.actor, report_id, summary, utcnow())
     except ValidationError as exc:
-        return page(
-            request,
-            "applicant/reports.html",
-            status_code=422,
-            title="Progress reports",
-            reports=progress.list_reports(runtime.uow(), user.actor, utcnow()),
-            errors={"summary": exc.detail},
-            open_id=report_id,
-            summary=summary,
+        return reports_form(
+            request, runtime, user, report_id, summary, {"summary": exc.detail}, 422
         )
     return RedirectResponse("/reports", status_code=303)
