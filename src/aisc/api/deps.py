@@ -15,7 +15,9 @@ from aisc.store.uow import UnitOfWork
 bearer = HTTPBearer(auto_error=False, description="An aisc API token")
 
 
-def get_runtime(request: Request) -> Runtime:
+# Dependencies that do no I/O are async: FastAPI runs a plain def in its thread pool, a hop
+# that costs more than the function.
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -23,7 +25,7 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_uow(runtime: RuntimeDep) -> UnitOfWork:
+async def get_uow(runtime: RuntimeDep) -> UnitOfWork:
     return runtime.uow()
 
 
