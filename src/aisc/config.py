@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from aisc.scheduler.config import PolicyConfig, PriorityWeights, preset
+from aisc.scheduler.config import MAX_WEIGHT, PolicyConfig, PriorityWeights, preset
+
+# Numbers the runtime waits on, divides by or adds to dates must be finite and in range:
+# a NaN, infinite or negative interval would stop the controller's thread or a sign-in.
+DAY_S = 86_400
 
 
 class Settings(BaseSettings):
@@ -31,10 +35,18 @@ class Settings(BaseSettings):
         default=True, description="Look for real GPUs with nvidia-smi for the local executor."
     )
     controller_interval_s: float = Field(
-        default=0.5, description="Seconds between controller cycles."
+        default=0.5,
+        gt=0,
+        le=DAY_S,
+        allow_inf_nan=False,
+        description="Seconds between controller cycles.",
     )
     kill_grace_s: float = Field(
-        default=2.0, description="Seconds between SIGTERM and SIGKILL when a job is stopped."
+        default=2.0,
+        ge=0,
+        le=DAY_S,
+        allow_inf_nan=False,
+        description="Seconds between SIGTERM and SIGKILL when a job is stopped.",
     )
     policy: str = Field(
         default="aisc",
@@ -46,10 +58,16 @@ class Settings(BaseSettings):
         description="Weights of the multifactor priority's factors, each factor in [0, 1].",
     )
     max_age_s: float = Field(
-        default=7 * 86400, description="A job's age factor saturates after this many seconds."
+        default=7 * 86400,
+        gt=0,
+        allow_inf_nan=False,
+        description="A job's age factor saturates after this many seconds.",
     )
     usage_half_life_s: float = Field(
-        default=7 * 86400, description="Fair-share usage halves over this many seconds."
+        default=7 * 86400,
+        gt=0,
+        allow_inf_nan=False,
+        description="Fair-share usage halves over this many seconds.",
     )
     fairshare_by_org: bool = Field(
         default=False,
@@ -57,10 +75,13 @@ class Settings(BaseSettings):
     )
     reservations: int = Field(
         default=1,
+        ge=0,
         description="How many blocked jobs get a reserved start for backfill (1: EASY).",
     )
     preempt_min_runtime_s: float = Field(
         default=600,
+        ge=0,
+        allow_inf_nan=False,
         description="A job on borrowed GPUs runs at least this long before it can be preempted.",
     )
     backend: str = Field(
@@ -89,18 +110,38 @@ class Settings(BaseSettings):
         default=None, description="Partition for submitted jobs; unset: Slurm's default."
     )
     slurm_gpus_per_node: int = Field(
-        default=8, description="GPUs per Slurm node: larger jobs ask for whole nodes."
+        default=8, ge=1, description="GPUs per Slurm node: larger jobs ask for whole nodes."
     )
     slurm_gpu_model: str = Field(
         default="H800", description="GPU model of Slurm nodes whose gres names no type."
     )
     slurm_sync_interval_s: float = Field(
-        default=60, description="Seconds between syncs of awards into Slurm accounts and QOS."
+        default=60,
+        gt=0,
+        le=DAY_S,
+        allow_inf_nan=False,
+        description="Seconds between syncs of awards into Slurm accounts and QOS.",
+    )
+    log_format: str = Field(
+        default="json",
+        description="How the server logs: json (one JSON object per line, for a log collector) "
+        "or text (one readable line per record).",
+    )
+    log_level: str = Field(
+        default="INFO", description="Lowest level logged: DEBUG, INFO, WARNING or ERROR."
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token that GET /metrics requires; unset: /metrics is open.",
     )
     host: str = Field(default="127.0.0.1", description="Address `aisc serve` listens on.")
-    port: int = Field(default=8000, description="Port `aisc serve` listens on.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port `aisc serve` listens on.")
     session_hours: float = Field(
-        default=12, description="Hours a web portal sign-in lasts before the user signs in again."
+        default=12,
+        gt=0,
+        le=366 * 24,
+        allow_inf_nan=False,
+        description="Hours a web portal sign-in lasts before the user signs in again.",
     )
     cookie_secure: bool = Field(
         default=False,
@@ -146,19 +187,39 @@ class Settings(BaseSettings):
         "each of these percentages of the award (comma-separated whole numbers, 1 to 99).",
     )
     notify_ending_days: int = Field(
-        default=14, ge=0, description="Warn an organisation this many days before an award ends."
+        default=14,
+        ge=0,
+        le=3660,
+        description="Warn an organisation this many days before an award ends.",
     )
     notify_report_reminder_days: int = Field(
         default=7,
         ge=0,
+        le=3660,
         description="Remind an organisation this many days before a progress report is due "
         "(and when it is overdue).",
     )
     notify_interval_s: float = Field(
         default=60,
         gt=0,
+        le=DAY_S,
+        allow_inf_nan=False,
         description="Seconds between the periodic notification checks and mail sends.",
     )
+
+    @field_validator("log_format")
+    @classmethod
+    def _check_log_format(cls, value: str) -> str:
+        if value.lower() not in ("json", "text"):
+            raise ValueError(f"bad log format {value!r}: use json or text")
+        return value.lower()
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError(f"bad log level {value!r}: use DEBUG, INFO, WARNING or ERROR")
+        return value.upper()
 
     @field_validator("notify_low_balance_percents")
     @classmethod
@@ -174,15 +235,16 @@ class Settings(BaseSettings):
         """The scheduler's policy from these settings; ValueError names what is wrong."""
         weights: dict[str, int] = {}
         for part in self.priority_weights.split(","):
-            name, _, value = part.partition("=")
-            if (
-                name.strip() not in ("age", "fairshare", "size", "qos")
-                or not value.strip().isdigit()
-            ):
+            name, _, value = (text.strip() for text in part.partition("="))
+            # ASCII digits only ("²".isdigit() is true), and few enough for a 32-bit weight
+            whole = value.isascii() and value.isdigit() and len(value) <= 10
+            if name not in ("age", "fairshare", "size", "qos") or not whole:
                 raise ValueError(
                     f"bad priority weight {part.strip()!r}: use age=N,fairshare=N,size=N,qos=N"
                 )
-            weights[name.strip()] = int(value)
+            if int(value) > MAX_WEIGHT:
+                raise ValueError(f"bad priority weight {part.strip()!r}: at most {MAX_WEIGHT}")
+            weights[name] = int(value)
         if self.reservations < 0 or self.max_age_s <= 0 or self.usage_half_life_s <= 0:
             raise ValueError("reservations must be >= 0; max age and half-life must be positive")
         return preset(self.policy).with_(
@@ -220,5 +282,24 @@ def parse_percents(text: str) -> tuple[int, ...]:
     return tuple(sorted(values, reverse=True))
 
 
+class ConfigError(ValueError):
+    """A setting from the environment is unusable; the message is one line naming it."""
+
+
 def get_settings() -> Settings:
-    return Settings()
+    """The settings from the environment; ConfigError, one line naming each bad variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    """'AISC_PORT='abc': Input should be a valid integer...' for each error, on one line."""
+    parts = []
+    for error in exc.errors():
+        name = f"AISC_{str(error['loc'][0]).upper()}" if error["loc"] else "a setting"
+        given = repr(error.get("input"))
+        given = given if len(given) <= 40 else given[:37] + "..."
+        parts.append(f"{name}={given}: {error['msg']}")
+    return " ".join("; ".join(parts).split())

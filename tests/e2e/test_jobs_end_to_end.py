@@ -245,6 +245,43 @@ def test_a_reservation_left_by_a_crash_before_launch_is_released(runtime: Runtim
     assert audit.verify_ledger(runtime.uow(), centre.funder).ok
 
 
+def test_a_job_launched_by_a_controller_that_died_before_recording_it_is_adopted(
+    runtime: Runtime,
+) -> None:
+    from datetime import timedelta
+
+    from aisc.backends.base import ExecutionHandle, LaunchSpec
+    from aisc.services.metering import reserve_job
+    from aisc.store.tables import Allocation
+
+    centre, allocation_id = setup(runtime)
+    job_id = submit(runtime, centre, allocation_id, ["true"], gpus=1, limit=600)
+    long_ago = jobs.get_job(runtime.uow(), SYSTEM, job_id).submitted_at - timedelta(minutes=5)
+    with runtime.uow() as uow:  # what a controller had done when it died after launching
+        uow.ledger.lock()
+        job = uow.session.get(Job, job_id)
+        allocation = uow.session.get(Allocation, allocation_id)
+        assert job is not None and allocation is not None
+        reserve_job(uow, job, allocation, job.submitted_at)
+        job.state, job.started_at, job.node, job.gpu_indices = "starting", long_ago, "node1", [0]
+        uow.commit()
+    argv = (PY, "-c", "import time; time.sleep(1)")
+    launched = runtime.backend.start(LaunchSpec(job_id, argv, None, {}, "node1", (0,)))
+
+    runtime.controller.cycle()
+    job = jobs.get_job(runtime.uow(), SYSTEM, job_id)
+    assert job.state == "running", "the run the backend knows of is adopted, not failed"
+    assert job.backend_ref is not None
+    assert ExecutionHandle.from_json(job.backend_ref).pid == launched.pid
+    drive(runtime, lambda: state_of(runtime, job_id) == "completed")
+    with runtime.uow() as uow:
+        charges = uow.session.scalar(
+            select(func.count()).select_from(JobCharge).where(JobCharge.job_id == job_id)
+        )
+    assert charges == 1
+    assert audit.verify_ledger(runtime.uow(), centre.funder).ok
+
+
 class RefusingBackend:
     """Fault injection: a backend whose launches always fail."""
 
@@ -260,6 +297,9 @@ class RefusingBackend:
 
     def kill(self, handle):  # type: ignore[no-untyped-def]
         raise AssertionError("nothing was launched")
+
+    def find(self, job_id):  # type: ignore[no-untyped-def]
+        return None
 
     def log_path(self, job_id, stream):  # type: ignore[no-untyped-def]
         return Path("/nonexistent")

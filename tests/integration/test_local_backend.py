@@ -199,6 +199,21 @@ def test_restarted_controller_polls_running_then_exited(backend: LocalBackend, r
     assert backend.poll(handle).exit_code == 7  # the original parent reaps its child
 
 
+def test_a_restarted_controller_finds_the_latest_launch_of_a_job_it_never_recorded(
+    backend: LocalBackend, root: Path
+) -> None:
+    restarted = LocalBackend(root)
+    assert restarted.find(21) is None, "never launched"
+    first = start(backend, spec(21, ["true"]))
+    wait_finished(backend, first)
+    second = start(backend, spec(21, ["sh", "-c", "sleep 60"]))  # the job requeued and run again
+
+    found = restarted.find(21)
+    assert found == second != first
+    assert restarted.poll(found).state is ExecutionState.RUNNING
+    restarted.kill(found)
+
+
 def test_restarted_controller_can_kill(backend: LocalBackend, root: Path) -> None:
     stored = start(backend, spec(19, ["sh", "-c", "echo $$; sleep 60"])).to_json()
     job_pid = first_line_pid(backend.log_path(19, "stdout"))

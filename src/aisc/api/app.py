@@ -1,4 +1,5 @@
-"""The FastAPI application: versioned routers under /api/v1, problem details for every error."""
+"""The FastAPI application: versioned routers under /api/v1, problem details for every error,
+the portal, and /metrics."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from fastapi import APIRouter, FastAPI
 from sqlalchemy import text
 
 from aisc import __version__
-from aisc.api import problems
+from aisc.api import observability, problems
 from aisc.api.deps import RuntimeDep
 from aisc.api.routes import accounting, compute, funding, people, review
 from aisc.api.schemas import HealthOut
@@ -45,6 +46,7 @@ def create_app(runtime: Runtime, run_controller: bool = True) -> FastAPI:
         api.include_router(module.router)
     app.include_router(api)
     mount_portal(app, runtime.settings)
+    observability.install(app, runtime)  # last: its middleware is the outermost
     return app
 
 

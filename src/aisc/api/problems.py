@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -11,11 +12,23 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from aisc.api.schemas import ProblemDetails
 from aisc.domain import errors
+from aisc.logs import request_id
 
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+
+# Declared on every router, so the OpenAPI document says what a refusal looks like: 401 (no or
+# bad token), 403 (role), 404 (no such id), 409 (state clash), 422 (invalid input). Inline, not
+# a `model`: FastAPI would file a model under the route's own media type, not problem+json.
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {
+        "description": "Refused: problem details (RFC 9457) say why; nothing was changed.",
+        "content": {PROBLEM_JSON: {"schema": ProblemDetails.model_json_schema()}},
+    }
+}
 
 STATUS = {
     errors.AuthenticationFailed: 401,
@@ -33,6 +46,14 @@ def status_for(exc: errors.DomainError) -> int:
     return 400
 
 
+def _phrase(status: int) -> str:
+    """'Bad request' for 400: a title that says what happened, not just 'Error'."""
+    try:
+        return HTTPStatus(status).phrase.capitalize()
+    except ValueError:
+        return "Error"
+
+
 def slug(title: str) -> str:
     return title.lower().replace(" ", "-")
 
@@ -46,6 +67,8 @@ def problem(status: int, title: str, detail: str, instance: str, **extra: Any) -
         "instance": instance,
         **extra,
     }
+    if (rid := request_id.get()) is not None:
+        body["request_id"] = rid  # the id in the server's logs, for a support request
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
@@ -83,7 +106,9 @@ def install(app: FastAPI, html: HtmlError | None = None) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
-        title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "Error")
+        title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code) or _phrase(
+            exc.status_code
+        )
         if html is not None and not is_api(request) and exc.status_code == 404:
             return html(request, 404, errors.NotFound("there is no such page"))
         return problem(exc.status_code, title, str(exc.detail), request.url.path)

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import Path
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from aisc.domain.money import format_cents, format_rate
 from aisc.store.tables import Scheme
@@ -17,14 +18,73 @@ class Out(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
+# Ids are PostgreSQL `integer` columns: a larger number could never name a row, and would
+# overflow the database's parameter instead of being refused.
+MAX_ID = 2**31 - 1
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
+# Money and GPU-hours stay far below the 64-bit columns, with room for sums and products.
+MAX_HKD = Decimal(10**12)
+MAX_GPU_HOURS = 100_000_000
+
+
+def _unstorable(value: Any) -> str | None:
+    """Why a value's text cannot be stored: PostgreSQL refuses NUL characters in text.
+    (Lone surrogates never get this far: the JSON parser refuses them.)"""
+    if isinstance(value, str):
+        return "must not contain NUL characters (\\u0000)" if "\x00" in value else None
+    if isinstance(value, dict):
+        return next(filter(None, map(_unstorable, [*value.keys(), *value.values()])), None)
+    if isinstance(value, list | tuple):
+        return next(filter(None, map(_unstorable, value)), None)
+    return None
+
+
+def _storable_text(value: str) -> str:
+    if (why := _unstorable(value)) is not None:
+        raise ValueError(why)
+    return value
+
+
+# For text in query strings and paths; request bodies get the same check from `In`.
+Text = Annotated[str, AfterValidator(_storable_text)]
+
+
+class In(BaseModel):
+    """A request body: every text in it, however nested, must be storable."""
+
+    @field_validator("*")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        if (why := _unstorable(value)) is not None:
+            raise ValueError(why)
+        return value
+
+
 def hkd(cents: int) -> str:
     return f"HK${format_cents(cents)}"
+
+
+class ProblemDetails(BaseModel):
+    """RFC 9457 problem details: the body of every error the API returns."""
+
+    type: str = Field(description="The kind of problem, e.g. /problems/not-found")
+    title: str = Field(description="The kind of problem in words, e.g. Not found")
+    status: int = Field(description="The HTTP status code")
+    detail: str = Field(description="What went wrong with this request, in one sentence")
+    instance: str = Field(description="The request's path")
+    errors: list[dict[str, str]] | None = Field(
+        default=None, description="For invalid input: each field at fault and its message"
+    )
+    request_id: str | None = Field(
+        default=None, description="The request's id (its X-Request-ID), as the server logs it"
+    )
 
 
 # -- organisations and users ------------------------------------------------------------------
 
 
-class OrganisationIn(BaseModel):
+class OrganisationIn(In):
     name: str = Field(min_length=1, max_length=200)
     category: str = Field(
         description="university, research_institute, startup, enterprise or government"
@@ -39,11 +99,11 @@ class OrganisationOut(Out):
     sector: str
 
 
-class UserIn(BaseModel):
+class UserIn(In):
     name: str = Field(min_length=1, max_length=200)
     email: str = Field(max_length=320)
     role: str = Field(description="applicant, reviewer, operator or funder")
-    org_id: int | None = None
+    org_id: Id | None = None
     slurm_user: str | None = Field(
         default=None,
         max_length=64,
@@ -61,7 +121,7 @@ class UserOut(Out):
     slurm_user: str | None
 
 
-class TokenIn(BaseModel):
+class TokenIn(In):
     label: str = Field(default="", max_length=100)
 
 
@@ -79,9 +139,11 @@ class MeOut(BaseModel):
 # -- schemes, fund, rates ---------------------------------------------------------------------
 
 
-class SchemeIn(BaseModel):
+class SchemeIn(In):
     name: str = Field(min_length=1, max_length=200)
-    fund_total_hkd: Decimal = Field(gt=0, description="The fund in HKD, e.g. 3000000000")
+    fund_total_hkd: Decimal = Field(
+        gt=0, le=MAX_HKD, description="The fund in HKD, e.g. 3000000000"
+    )
     starts_on: date
     ends_on: date
     default_rate: Decimal = Field(default=Decimal("0.70"), ge=0, le=1)
@@ -135,9 +197,9 @@ class FundOut(BaseModel):
     spent: str
 
 
-class RateIn(BaseModel):
+class RateIn(In):
     gpu_model: str = Field(min_length=1, max_length=40)
-    hkd_per_gpu_hour: Decimal = Field(gt=0)
+    hkd_per_gpu_hour: Decimal = Field(gt=0, le=MAX_HKD)
     effective_from: datetime | None = Field(default=None, description="Default: now")
 
 
@@ -151,7 +213,7 @@ class RateOut(Out):
 # -- applications, reviews, decisions ---------------------------------------------------------
 
 
-class GovernanceIn(BaseModel):
+class GovernanceIn(In):
     intended_use: str = Field(min_length=1)
     personal_data: bool
     personal_data_details: str = ""
@@ -159,11 +221,11 @@ class GovernanceIn(BaseModel):
     human_oversight: str = Field(min_length=1)
 
 
-class ApplicationIn(BaseModel):
-    scheme_id: int
+class ApplicationIn(In):
+    scheme_id: Id
     title: str = Field(min_length=1, max_length=300)
     gpu_model: str = Field(min_length=1, max_length=40)
-    gpu_hours: int = Field(gt=0, le=100_000_000)
+    gpu_hours: int = Field(gt=0, le=MAX_GPU_HOURS)
     starts_on: date
     ends_on: date
     justification: str = Field(
@@ -192,7 +254,7 @@ class ApplicationOut(Out):
     submitted_at: datetime
 
 
-class ConflictIn(BaseModel):
+class ConflictIn(In):
     reason: str = Field(min_length=1)
 
 
@@ -203,7 +265,7 @@ class ConflictOut(Out):
     reason: str
 
 
-class ReviewIn(BaseModel):
+class ReviewIn(In):
     scores: dict[str, int] = Field(description="Criterion -> score from 0 to 10")
     recommendation: Literal["approve", "reject", "revise"]
     comment: str = ""
@@ -219,9 +281,9 @@ class ReviewOut(Out):
     comment: str
 
 
-class DecisionIn(BaseModel):
+class DecisionIn(In):
     outcome: Literal["approve", "reject"]
-    gpu_hours: int | None = Field(default=None, gt=0)
+    gpu_hours: int | None = Field(default=None, gt=0, le=MAX_GPU_HOURS)
     subsidy_rate: Decimal | None = Field(default=None, ge=0, le=1)
     rate_reason: str = ""
     starts_on: date | None = None
@@ -267,8 +329,8 @@ class AllocationOut(BaseModel):
     subsidy_spent_cents: int
 
 
-class JobIn(BaseModel):
-    allocation_id: int
+class JobIn(In):
+    allocation_id: Id
     command: list[str] = Field(min_length=1, description="argv; run directly, not by a shell")
     gpus: int = Field(ge=1, le=4096)
     time_limit_s: int = Field(ge=1)

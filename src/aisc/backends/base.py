@@ -121,4 +121,9 @@ class ExecutorBackend(Protocol):
         """Kill the job's whole process group; idempotent, never raises if already gone."""
         ...
 
+    def find(self, job_id: int) -> ExecutionHandle | None:
+        """The handle of this job's latest launch, from the backend's own records: for a
+        controller that stopped between launching a job and recording its handle."""
+        ...
+
     def log_path(self, job_id: int, stream: LogStream) -> Path: ...

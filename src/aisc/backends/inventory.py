@@ -17,7 +17,8 @@ NVIDIA_SMI_TIMEOUT_S = 10.0
 
 _EXPECTED = "expected NAMExGPUSxMODEL or COUNTxGPUSxMODEL"
 # Greedy NAME so that names containing 'x' ("box1x8xH800") split at the last 'x<digits>x'.
-_SPEC_RE = re.compile(r"^(?P<name>.+)x(?P<gpus>\d+)x(?P<model>.+)$")
+# [0-9], not \d: \d also matches other scripts' digits ("٨").
+_SPEC_RE = re.compile(r"^(?P<name>.+)x(?P<gpus>[0-9]+)x(?P<model>.+)$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # Leading words of marketing names that say nothing about the chip.
@@ -70,7 +71,7 @@ def parse_inventory(spec: str) -> list[Node]:
                 f"bad node spec {part!r}: GPU model {model!r} must be letters, digits, '.', "
                 "'_' or '-'"
             )
-        if name.isdigit():
+        if name.isascii() and name.isdigit():  # "²".isdigit() is true, and int("²") fails
             count = int(name)
             if not 1 <= count <= MAX_NODE_COUNT:
                 raise ValueError(

@@ -31,6 +31,7 @@ from aisc.backends.base import (
 log = logging.getLogger(__name__)
 
 RUNNER_MODULE = "aisc.backends.local_runner"
+HANDLE_FILE = "handle.json"
 LOST_REASON = "process ended without recording an exit status (killed?)"
 
 # Directory holding the `aisc` package this module was loaded from. The runner is started
@@ -82,8 +83,10 @@ class LocalBackend:
         payload = {"job_id": spec.job_id, "argv": list(spec.argv), "cwd": cwd, "env": env}
         try:
             job_dir.mkdir(parents=True, exist_ok=True)
-            # A stale exit.json from an earlier attempt would make the new run look finished.
+            # A stale exit.json or handle.json from an earlier attempt would make the new run
+            # look finished, or point `find` at the old runner.
             (job_dir / "exit.json").unlink(missing_ok=True)
+            (job_dir / HANDLE_FILE).unlink(missing_ok=True)
             _write_json_atomic(job_dir / "spec.json", payload)
             runner_log = open(job_dir / "runner.log", "ab")  # noqa: SIM115 (closed below)
         except OSError as exc:
@@ -108,13 +111,25 @@ class LocalBackend:
         # Popen has returned, so the child has exec'd and is unreaped: its start time is
         # readable and unambiguous.
         stat = _read_stat(proc.pid)
-        return ExecutionHandle(
+        handle = ExecutionHandle(
             job_id=spec.job_id,
             pid=proc.pid,
             job_dir=str(job_dir),
             started_at=started_at,
             start_ticks=stat.start_ticks if stat else None,
         )
+        # Beside the job, for a controller that dies before recording the handle (see find).
+        try:
+            _write_text_atomic(job_dir / HANDLE_FILE, handle.to_json())
+        except OSError:
+            log.warning("could not record job %s's handle in %s", spec.job_id, job_dir)
+        return handle
+
+    def find(self, job_id: int) -> ExecutionHandle | None:
+        try:
+            return ExecutionHandle.from_json((self.job_dir(job_id) / HANDLE_FILE).read_text())
+        except (OSError, ValueError):
+            return None
 
     # -- poll ----------------------------------------------------------------------------
 
@@ -322,8 +337,12 @@ def _group_alive(pgid: int) -> bool:
 
 
 def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    _write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True))
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f"{path.name}.tmp.{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True), encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
 

@@ -27,7 +27,10 @@ def database_uow() -> Callable[[], UnitOfWork]:
     from aisc.store.db import make_engine, make_session_factory
     from aisc.store.migrate import upgrade
 
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValueError as exc:
+        fail(f"bad configuration: {exc}")
     settings.home.mkdir(parents=True, exist_ok=True)
     url = settings.resolved_database_url()
     try:

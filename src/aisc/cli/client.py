@@ -49,6 +49,8 @@ def load_config() -> dict[str, str]:
         return {}
     except (OSError, ValueError) as exc:
         raise ApiError(f"cannot read the CLI config at {path}: {_one_line(str(exc))}") from None
+    except RecursionError:  # json's decoder recurses once per level of nesting
+        raise ApiError(f"cannot read the CLI config at {path}: nested too deeply") from None
     if not isinstance(data, dict):
         raise ApiError(f"cannot read the CLI config at {path}: it is not a JSON object")
     return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}

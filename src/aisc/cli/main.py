@@ -7,7 +7,7 @@ import logging
 import typer
 
 from aisc import __version__
-from aisc.cli import admin, commands, server, sim, slurm
+from aisc.cli import admin, backup, commands, server, sim, slurm
 from aisc.cli.output import console
 
 app = typer.Typer(
@@ -40,6 +40,7 @@ def main(
 
 server.register(app)
 admin.register(app)
+backup.register(app)
 commands.register(app)
 sim.register(app)
 slurm.register(app)

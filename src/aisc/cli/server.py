@@ -16,6 +16,7 @@ from aisc.cli.output import console, fail
 from aisc.config import Settings, get_settings
 from aisc.domain.errors import DomainError
 from aisc.domain.money import format_cents, format_rate
+from aisc.logs import configure_logging, logging_config
 from aisc.runtime import Runtime
 from aisc.services.allocations import AllocationBalance
 from aisc.services.schemes import FundPosition
@@ -51,7 +52,16 @@ def _run_server(runtime: Runtime, host: str, port: int) -> None:
 
     from aisc.api.app import create_app
 
-    uvicorn.run(create_app(runtime), host=host, port=port, log_level="info")
+    settings = runtime.settings
+    uvicorn.run(
+        create_app(runtime),
+        host=host,
+        port=port,
+        # the whole process's logging, from here on: the controller's thread included
+        log_config=logging_config(settings.log_format, settings.log_level),
+        log_level=settings.log_level.lower(),
+        access_log=False,  # the app logs each request itself, with its request id
+    )
 
 
 def serve(
@@ -122,6 +132,11 @@ def demo(
     if settings.backend == "slurm" and "AISC_SLURM_PREFIX" not in os.environ:
         # the demo's own names, cleared each run like its home directory
         settings = settings.model_copy(update={"slurm_prefix": "aisc_demo_"})
+    if "AISC_LOG_FORMAT" not in os.environ:
+        settings = settings.model_copy(update={"log_format": "text"})  # a person is watching
+    # the scenario reports its own progress; serving afterwards logs at the configured level
+    quiet = "WARNING" if "AISC_LOG_LEVEL" not in os.environ else settings.log_level
+    configure_logging(settings.log_format, quiet)
     runtime = _runtime(settings)
     try:
         if runtime.slurm is not None and runtime.slurm_names is not None:

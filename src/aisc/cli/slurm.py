@@ -30,7 +30,10 @@ def register(app: typer.Typer) -> None:
 
 
 def _slurm() -> tuple[SlurmCli, SlurmNames]:
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValueError as exc:
+        fail(f"bad configuration: {exc}")
     try:
         names = SlurmNames(settings.slurm_prefix)
     except ValueError as exc:
@@ -55,8 +58,8 @@ def sync(
     ),
 ) -> None:
     """Make Slurm hold every award: accounts, Fairshare, QOS limits and user associations."""
+    cli, names = _slurm()  # first: it reports bad settings
     settings = get_settings()
-    cli, names = _slurm()
     uow = database_uow()
     user = settings.slurm_user or getpass.getuser()
     try:

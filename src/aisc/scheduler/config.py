@@ -7,6 +7,8 @@ from typing import Literal
 
 Ordering = Literal["multifactor", "fifo"]
 DAY = 86_400.0
+# 32 bits, as Slurm's PriorityWeight*: a weight past a float's range would break the priority sum.
+MAX_WEIGHT = 2**32 - 1
 
 
 @dataclass(frozen=True)
@@ -17,6 +19,13 @@ class PriorityWeights:
     fairshare: int = 10_000
     size: int = 1_000
     qos: int = 2_000
+
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            if not isinstance(value, int) or not 0 <= value <= MAX_WEIGHT:
+                raise ValueError(
+                    f"priority weight {name}={value!r}: a whole number from 0 to {MAX_WEIGHT}"
+                )
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from aisc.services.allocations import check_open
 from aisc.services.context import Clock, utcnow
 from aisc.services.jobs import as_pending, node_specs
 from aisc.services.metering import release_job, reserve_job, settle_job
+from aisc.services.metrics import cycle_histogram
 from aisc.store.tables import Allocation, Job, JobCharge, Node
 from aisc.store.uow import UnitOfWork
 
@@ -121,6 +122,7 @@ class Controller:
         # the API explains the queue from another thread while cycles change it
         self.lock = threading.RLock()
         self._scheduler: Scheduler | None = None
+        self.cycle_seconds = cycle_histogram()  # served at /metrics
 
     @property
     def scheduler(self) -> Scheduler:
@@ -131,7 +133,7 @@ class Controller:
             return self._scheduler
 
     def cycle(self) -> CycleReport:
-        with self.lock:
+        with self.lock, self.cycle_seconds.time():
             report = CycleReport()
             self._reconcile(report)
             self._sync_queue(report)
@@ -168,6 +170,12 @@ class Controller:
         """What became of a starting or running job; None while it is still running."""
         now = self.clock()
         if job.backend_ref is None:
+            handle = self.backend.find(job.id)
+            if handle is not None and job.started_at is not None:
+                # launched, but the controller stopped before recording it: adopt the run, so
+                # it is metered, rather than leaving it on GPUs the scheduler thinks are free
+                self._record_launch(job.id, handle)
+                return None
             # reserved but not launched: another controller may be launching it right now, so
             # only a reservation older than the grace period is taken as a crash mid-launch
             assert job.started_at is not None
@@ -196,7 +204,10 @@ class Controller:
             )
         if status.state == ExecutionState.FAILED_TO_START:
             return Outcome(JobState.FAILED, status.reason or "could not start", ended)
-        # lost: the centre cannot show what ran, so the grantee is not charged
+        # lost: the centre cannot show what ran, so the grantee is not charged. Whatever the job
+        # left running (its runner killed, its command orphaned) is stopped: the GPUs are free
+        # again for the scheduler, and nothing runs on them uncharged
+        self.backend.kill(handle)
         return Outcome(JobState.FAILED, status.reason or "the job's process was lost", now)
 
     def _finish(self, job_id: int, outcome: Outcome) -> None:
@@ -263,6 +274,7 @@ class Controller:
         """Queued jobs in the database are exactly the scheduler's pending jobs."""
         scheduler = self.scheduler
         with self.uow() as uow:
+            uow.ledger.snapshot()  # only reads: submissions go on while a deep queue is read
             queued = set(uow.session.scalars(select(Job.id).where(Job.state == "queued")))
             for job_id in set(scheduler.queue.slot_of) - queued:
                 scheduler.cancel(job_id)
@@ -393,14 +405,17 @@ class Controller:
             report.finished.append(spec.job_id)
             return
         self.scheduler.started(placement, now.timestamp())
+        self._record_launch(spec.job_id, handle)
+        report.started.append(spec.job_id)
+
+    def _record_launch(self, job_id: int, handle: ExecutionHandle) -> None:
         with self.uow() as uow:
-            job = uow.session.get(Job, spec.job_id)
+            job = uow.session.get(Job, job_id)
             assert job is not None
             job.state = JobState.RUNNING.value
             job.started_at = _at(handle.started_at)
             job.backend_ref = handle.to_json()
             uow.commit()
-        report.started.append(spec.job_id)
 
 
 def _at(epoch: float) -> datetime:

@@ -230,6 +230,9 @@ def job_log(
     tail_bytes: int = 64_000,
 ) -> str:
     """The last `tail_bytes` of a job's stdout or stderr."""
+    # what a job prints is the grantee's work, not the public's: the funder audits the money
+    # and the usage, and reads no output
+    actor.require(Role.APPLICANT, Role.OPERATOR)
     if stream not in ("stdout", "stderr"):
         raise ValidationError("stream must be stdout or stderr")
     if not 1 <= tail_bytes <= LOG_TAIL_MAX:

@@ -6,6 +6,8 @@ Callers hold the ledger lock (`uow.ledger.lock()`) and commit.
 from __future__ import annotations
 
 import math
+import os
+import signal
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -18,6 +20,11 @@ from aisc.services.allocations import ref_of
 from aisc.services.rates import price_spans, usage_segments
 from aisc.store.tables import Allocation, Job, JobCharge
 from aisc.store.uow import UnitOfWork
+
+# Fault injection for tests/e2e/test_crash_safety.py, and nothing else: with this variable set to
+# "settle", the process SIGKILLs itself once a settlement is written to the open transaction but
+# not yet committed, as a power cut mid-metering would. Unset (always, in service) it does nothing.
+FAULT_KILL_BEFORE_COMMIT = "AISC_FAULT_KILL_BEFORE_COMMIT"
 
 
 @dataclass(frozen=True)
@@ -97,6 +104,9 @@ def settle_job(
     uow.session.add(charge)
     job.reserved_gpu_seconds = 0
     job.reserved_subsidy_cents = 0
+    if os.environ.get(FAULT_KILL_BEFORE_COMMIT) == "settle":
+        uow.session.flush()  # the whole settlement is in the database, uncommitted
+        os.kill(os.getpid(), signal.SIGKILL)
     return charge
 
 

@@ -42,6 +42,7 @@ from aisc.services.allocations import check_open
 from aisc.services.context import Clock, utcnow
 from aisc.services.controller import ACTIVE, CycleReport, Outcome, waits_for_quota
 from aisc.services.metering import release_job, reserve_job, settle_job
+from aisc.services.metrics import cycle_histogram
 from aisc.services.slurm_names import SlurmNames
 from aisc.store.tables import Allocation, Job
 from aisc.store.uow import UnitOfWork
@@ -170,11 +171,12 @@ class SlurmController:
         self._problems: dict[str, str] = {}  # this cycle's outages, by daemon
         self._called = False  # whether this cycle reached Slurm at all
         self._not_set_up: dict[int, datetime] = {}  # allocation -> when to try it again
+        self.cycle_seconds = cycle_histogram()  # served at /metrics
 
     # -- the public surface the runtime and the API use ----------------------------------------
 
     def cycle(self) -> CycleReport:
-        with self.lock:
+        with self.lock, self.cycle_seconds.time():
             report = CycleReport()
             ctld_was_down = "slurmctld" in self._problems
             self._problems, self._called = {}, False

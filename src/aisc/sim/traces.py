@@ -44,6 +44,7 @@ __all__ = [
     "ALIBABA_COLUMNS",
     "DEFAULT_PROJECT",
     "GENERIC_ROLES",
+    "MAX_JOB_GPUS",
     "PHILLY_COLUMNS",
     "TraceError",
     "detect_format",
@@ -73,6 +74,9 @@ ALIBABA_COLUMNS: tuple[str, ...] = (
 
 GENERIC_ROLES: tuple[str, ...] = ("submit", "duration", "end", "gpus", "project", "model")
 """The roles a generic trace's columns can be mapped to."""
+
+MAX_JOB_GPUS = 1_000_000
+"""The most GPUs one job may ask for: far beyond any cluster, and small enough to compute with."""
 
 DEFAULT_PROJECT = "default"
 """The project of a generic job when no ``project`` column is mapped, or its value is empty."""
@@ -235,6 +239,8 @@ def _gpus(file: str, row: int, column: str, text: str, minimum: int = 1) -> int:
     value = _whole_or_none(text)
     if value is None or value < minimum:
         raise _bad(file, row, column, text, f"a whole number of GPUs >= {minimum}")
+    if value > MAX_JOB_GPUS:  # e.g. "1e30": a number no cluster has, and too large to compute
+        raise _bad(file, row, column, text, f"at most {MAX_JOB_GPUS:,} GPUs")
     return value
 
 
@@ -398,6 +404,14 @@ def read_alibaba_with_skipped(path: str | Path) -> tuple[Trace, int]:
                     "deletion_time",
                     deleted_text,
                     f"a time at or after {began_column} ({scheduled:g})",
+                )
+            if not math.isfinite(deleted - scheduled):  # 1e308 after -1e308: no duration
+                raise _bad(
+                    file,
+                    row,
+                    "deletion_time",
+                    deleted_text,
+                    f"a time a finite number of seconds after {began_column} ({scheduled:g})",
                 )
             spec = _get(record, at["gpu_spec"]).split("|", 1)[0].strip()
             project = _get(record, at["qos"]) or DEFAULT_PROJECT

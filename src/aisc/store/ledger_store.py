@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from aisc.ledger.accounts import Unit
 from aisc.ledger.transaction import Posting, SealedTransaction, Transaction, canonical_json, seal
+from aisc.ledger.verify import VerificationReport, verify
 from aisc.store.db import READ_SNAPSHOT
 from aisc.store.tables import LedgerBalance, LedgerHead, LedgerTransaction
 from aisc.store.types import utcnow
@@ -90,6 +91,21 @@ class LedgerStore:
         row = self.session.get(LedgerHead, 1)
         assert row is not None
         return row.seq, row.hash
+
+    def verify(self) -> VerificationReport:
+        """Recompute the chain and every balance from the stored transactions, as of one
+        moment, and compare them with the stored balances and the head."""
+        self.snapshot()
+        head_seq, head_hash = self.head()
+        report = verify(self.transactions(), self.stored_balances(), head_hash)
+        if report.transactions != head_seq:
+            # the first transaction the head and the rows disagree on: the first one missing
+            # (the last ones deleted) or the first one the head never sealed (rows added)
+            report.fail(
+                min(report.transactions, head_seq) + 1,
+                f"the ledger head says {head_seq} transactions; {report.transactions} are stored",
+            )
+        return report
 
     def transactions(self, batch: int = 5000) -> Iterator[SealedTransaction]:
         """All transactions in stored order (by seq), streamed in batches."""

@@ -5,17 +5,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from fastapi import APIRouter
-from fastapi.responses import PlainTextResponse, StreamingResponse
+from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 
+from aisc.api import problems
 from aisc.api.deps import ActorDep, UowDep
-from aisc.api.schemas import InvoiceLineOut, InvoiceOut, VerificationOut, hkd
+from aisc.api.schemas import IdPath, InvoiceLineOut, InvoiceOut, Text, VerificationOut, hkd
 from aisc.services import audit, invoices
 
-router = APIRouter(tags=["accounting"])
+router = APIRouter(tags=["accounting"], responses=problems.RESPONSES)
 
 
 @router.get("/invoices/{org_id}/{month}", response_model=InvoiceOut)
-def invoice(org_id: int, month: str, uow: UowDep, actor: ActorDep) -> InvoiceOut:
+def invoice(org_id: IdPath, month: Text, uow: UowDep, actor: ActorDep) -> InvoiceOut:
     inv = invoices.monthly_invoice(uow, actor, org_id, month)
     return InvoiceOut(
         number=inv.number,
@@ -32,8 +33,12 @@ def invoice(org_id: int, month: str, uow: UowDep, actor: ActorDep) -> InvoiceOut
     )
 
 
-@router.get("/invoices/{org_id}/{month}/csv", response_class=PlainTextResponse)
-def invoice_csv(org_id: int, month: str, uow: UowDep, actor: ActorDep) -> PlainTextResponse:
+@router.get(
+    "/invoices/{org_id}/{month}/csv",
+    response_class=Response,  # no media type of its own: the 200 below is text/csv only
+    responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
+)
+def invoice_csv(org_id: IdPath, month: Text, uow: UowDep, actor: ActorDep) -> PlainTextResponse:
     inv = invoices.monthly_invoice(uow, actor, org_id, month)
     return PlainTextResponse(
         invoices.invoice_csv(inv),
@@ -55,7 +60,16 @@ def verify(uow: UowDep, actor: ActorDep) -> VerificationOut:
     )
 
 
-@router.get("/ledger/export")
+@router.get(
+    "/ledger/export",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "The ledger as JSON lines: one transaction per line, in order.",
+            "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+        }
+    },
+)
 def export(uow: UowDep, actor: ActorDep) -> StreamingResponse:
     lines = audit.export_lines(uow, actor)
     first = next(lines)  # runs the permission check before the response starts

@@ -8,21 +8,25 @@ from typing import Literal
 from fastapi import APIRouter, Query, status
 from fastapi.responses import PlainTextResponse
 
+from aisc.api import problems
 from aisc.api.deps import ActorDep, RuntimeDep, UowDep
 from aisc.api.schemas import (
+    MAX_ID,
     AllocationOut,
     ExplanationOut,
+    IdPath,
     JobIn,
     JobOut,
     NodeOut,
     PriorityFactorsOut,
     QueueEntryOut,
+    Text,
 )
 from aisc.domain.money import format_rate
 from aisc.services import allocations, jobs, nodes
 from aisc.services.allocations import AllocationBalance
 
-router = APIRouter(tags=["compute"])
+router = APIRouter(tags=["compute"], responses=problems.RESPONSES)
 
 
 def allocation_out(b: AllocationBalance) -> AllocationOut:
@@ -57,12 +61,12 @@ def list_allocations(uow: UowDep, actor: ActorDep) -> list[AllocationOut]:
 
 
 @router.get("/allocations/{allocation_id}", response_model=AllocationOut)
-def get_allocation(allocation_id: int, uow: UowDep, actor: ActorDep) -> AllocationOut:
+def get_allocation(allocation_id: IdPath, uow: UowDep, actor: ActorDep) -> AllocationOut:
     return allocation_out(allocations.get_allocation(uow, actor, allocation_id))
 
 
 @router.post("/allocations/{allocation_id}/close", response_model=AllocationOut)
-def close_allocation(allocation_id: int, uow: UowDep, actor: ActorDep) -> AllocationOut:
+def close_allocation(allocation_id: IdPath, uow: UowDep, actor: ActorDep) -> AllocationOut:
     return allocation_out(allocations.close_allocation(uow, actor, allocation_id))
 
 
@@ -70,8 +74,8 @@ def close_allocation(allocation_id: int, uow: UowDep, actor: ActorDep) -> Alloca
 def list_jobs(
     uow: UowDep,
     actor: ActorDep,
-    state: list[str] = Query(default=[]),
-    allocation_id: int | None = None,
+    state: list[Text] = Query(default=[]),
+    allocation_id: int | None = Query(default=None, ge=1, le=MAX_ID),
     limit: int = Query(default=200, ge=1, le=5000),
 ) -> list[JobOut]:
     found = jobs.list_jobs(uow, actor, state, allocation_id, limit)
@@ -92,18 +96,18 @@ def submit_job(body: JobIn, uow: UowDep, actor: ActorDep) -> JobOut:
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut)
-def get_job(job_id: int, uow: UowDep, actor: ActorDep) -> JobOut:
+def get_job(job_id: IdPath, uow: UowDep, actor: ActorDep) -> JobOut:
     return JobOut.model_validate(jobs.get_job(uow, actor, job_id))
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobOut)
-def cancel_job(job_id: int, uow: UowDep, actor: ActorDep) -> JobOut:
+def cancel_job(job_id: IdPath, uow: UowDep, actor: ActorDep) -> JobOut:
     return JobOut.model_validate(jobs.cancel_job(uow, actor, job_id))
 
 
 @router.get("/jobs/{job_id}/logs", response_class=PlainTextResponse)
 def job_logs(
-    job_id: int,
+    job_id: IdPath,
     uow: UowDep,
     actor: ActorDep,
     runtime: RuntimeDep,
@@ -123,7 +127,7 @@ def queue(uow: UowDep, actor: ActorDep, runtime: RuntimeDep) -> list[QueueEntryO
 
 
 @router.get("/jobs/{job_id}/why", response_model=ExplanationOut)
-def why(job_id: int, uow: UowDep, actor: ActorDep, runtime: RuntimeDep) -> ExplanationOut:
+def why(job_id: IdPath, uow: UowDep, actor: ActorDep, runtime: RuntimeDep) -> ExplanationOut:
     """Why a job waits: its priority factors, what it waits for, its reserved start if any."""
     job, e = jobs.explain_job(uow, actor, job_id, runtime.controller.explain)
     factors = None if e.factors is None else PriorityFactorsOut(**e.factors.__dict__)

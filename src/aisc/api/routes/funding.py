@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
+from aisc.api import problems
 from aisc.api.deps import ActorDep, UowDep
-from aisc.api.schemas import FundOut, RateIn, RateOut, SchemeIn, SchemeOut, hkd, scheme_out
+from aisc.api.schemas import FundOut, IdPath, RateIn, RateOut, SchemeIn, SchemeOut, hkd, scheme_out
 from aisc.domain.money import parse_cents, parse_rate
 from aisc.services import rates, schemes
 
-router = APIRouter(tags=["funding"])
+router = APIRouter(tags=["funding"], responses=problems.RESPONSES)
 
 
 @router.get("/schemes", response_model=list[SchemeOut])
@@ -36,7 +37,7 @@ def create_scheme(body: SchemeIn, uow: UowDep, actor: ActorDep) -> SchemeOut:
 
 
 @router.get("/schemes/{scheme_id}", response_model=SchemeOut)
-def get_scheme(scheme_id: int, uow: UowDep, actor: ActorDep) -> SchemeOut:
+def get_scheme(scheme_id: IdPath, uow: UowDep, actor: ActorDep) -> SchemeOut:
     return scheme_out(schemes.get_scheme(uow, scheme_id))
 
 

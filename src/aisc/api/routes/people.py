@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
+from aisc.api import problems
 from aisc.api.deps import ActorDep, UowDep
 from aisc.api.schemas import (
+    IdPath,
     MeOut,
     OrganisationIn,
     OrganisationOut,
@@ -16,7 +18,7 @@ from aisc.api.schemas import (
 )
 from aisc.services import accounts
 
-router = APIRouter(tags=["people"])
+router = APIRouter(tags=["people"], responses=problems.RESPONSES)
 
 
 @router.get("/me", response_model=MeOut)
@@ -51,5 +53,5 @@ def create_user(body: UserIn, uow: UowDep, actor: ActorDep) -> UserOut:
 @router.post(
     "/users/{user_id}/tokens", response_model=TokenOut, status_code=status.HTTP_201_CREATED
 )
-def issue_token(user_id: int, body: TokenIn, uow: UowDep, actor: ActorDep) -> TokenOut:
+def issue_token(user_id: IdPath, body: TokenIn, uow: UowDep, actor: ActorDep) -> TokenOut:
     return TokenOut(token=accounts.issue_token(uow, actor, user_id, body.label))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
+from aisc.api import problems
 from aisc.api.deps import ActorDep, UowDep
 from aisc.api.schemas import (
     ApplicationIn,
@@ -12,20 +13,22 @@ from aisc.api.schemas import (
     ConflictOut,
     DecisionIn,
     DecisionOut,
+    IdPath,
     ReviewIn,
     ReviewOut,
+    Text,
 )
 from aisc.domain.errors import NotFound, ValidationError
 from aisc.domain.money import parse_rate
 from aisc.services import applications, decisions, reviews
 from aisc.services.applications import ApplicationRequest, GovernanceAssessment
 
-router = APIRouter(tags=["applications"])
+router = APIRouter(tags=["applications"], responses=problems.RESPONSES)
 
 
 @router.get("/applications", response_model=list[ApplicationOut])
 def list_applications(
-    uow: UowDep, actor: ActorDep, status: str | None = None
+    uow: UowDep, actor: ActorDep, status: Text | None = None
 ) -> list[ApplicationOut]:
     return [
         ApplicationOut.model_validate(a) for a in applications.list_applications(uow, actor, status)
@@ -55,7 +58,7 @@ def submit_application(body: ApplicationIn, uow: UowDep, actor: ActorDep) -> App
 
 
 @router.get("/applications/{application_id}", response_model=ApplicationOut)
-def get_application(application_id: int, uow: UowDep, actor: ActorDep) -> ApplicationOut:
+def get_application(application_id: IdPath, uow: UowDep, actor: ActorDep) -> ApplicationOut:
     return ApplicationOut.model_validate(applications.get_application(uow, actor, application_id))
 
 
@@ -65,14 +68,14 @@ def get_application(application_id: int, uow: UowDep, actor: ActorDep) -> Applic
     status_code=status.HTTP_201_CREATED,
 )
 def declare_conflict(
-    application_id: int, body: ConflictIn, uow: UowDep, actor: ActorDep
+    application_id: IdPath, body: ConflictIn, uow: UowDep, actor: ActorDep
 ) -> ConflictOut:
     declaration = reviews.declare_conflict(uow, actor, application_id, body.reason)
     return ConflictOut.model_validate(declaration)
 
 
 @router.get("/applications/{application_id}/reviews", response_model=list[ReviewOut])
-def list_reviews(application_id: int, uow: UowDep, actor: ActorDep) -> list[ReviewOut]:
+def list_reviews(application_id: IdPath, uow: UowDep, actor: ActorDep) -> list[ReviewOut]:
     return [ReviewOut.model_validate(r) for r in reviews.list_reviews(uow, actor, application_id)]
 
 
@@ -81,7 +84,9 @@ def list_reviews(application_id: int, uow: UowDep, actor: ActorDep) -> list[Revi
     response_model=ReviewOut,
     status_code=status.HTTP_201_CREATED,
 )
-def submit_review(application_id: int, body: ReviewIn, uow: UowDep, actor: ActorDep) -> ReviewOut:
+def submit_review(
+    application_id: IdPath, body: ReviewIn, uow: UowDep, actor: ActorDep
+) -> ReviewOut:
     review = reviews.submit_review(
         uow, actor, application_id, body.scores, body.recommendation, body.comment
     )
@@ -93,7 +98,7 @@ def submit_review(application_id: int, body: ReviewIn, uow: UowDep, actor: Actor
     response_model=DecisionOut,
     status_code=status.HTTP_201_CREATED,
 )
-def decide(application_id: int, body: DecisionIn, uow: UowDep, actor: ActorDep) -> DecisionOut:
+def decide(application_id: IdPath, body: DecisionIn, uow: UowDep, actor: ActorDep) -> DecisionOut:
     if body.outcome == "reject":
         decisions.reject(uow, actor, application_id, body.reasons)
     else:
@@ -116,7 +121,7 @@ def decide(application_id: int, body: DecisionIn, uow: UowDep, actor: ActorDep) 
 
 
 @router.get("/applications/{application_id}/decision", response_model=DecisionOut)
-def get_decision(application_id: int, uow: UowDep, actor: ActorDep) -> DecisionOut:
+def get_decision(application_id: IdPath, uow: UowDep, actor: ActorDep) -> DecisionOut:
     found = decisions.get_decision(uow, actor, application_id)
     if found is None:
         raise NotFound(f"application {application_id} has no decision yet")

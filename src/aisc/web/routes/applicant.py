@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse,
 from starlette.datastructures import FormData
 
 from aisc.api.deps import RuntimeDep
-from aisc.domain.errors import DomainError, ValidationError
+from aisc.domain.errors import DomainError, PermissionDenied, ValidationError
 from aisc.domain.model import RiskTier
 from aisc.services import (
     accounts,
@@ -343,6 +343,8 @@ async def submit_job(request: Request, runtime: RuntimeDep, user: ApplicantDep) 
                 ),
             )
             return RedirectResponse(f"/jobs/{job.id}", status_code=303)
+        except PermissionDenied:
+            raise  # another organisation's allocation: a 403, as its pages are
         except DomainError as exc:
             errors["form"] = exc.detail
     return jobs_form(request, runtime, user, values, errors, 422)
