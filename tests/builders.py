@@ -7,10 +7,13 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from aisc.backends.inventory import Node as InventoryNode
-from aisc.services import accounts, applications, decisions, rates, reviews, schemes
+from aisc.domain.model import JobState
+from aisc.services import accounts, applications, decisions, jobs, rates, reviews, schemes
 from aisc.services.applications import ApplicationRequest, GovernanceAssessment
-from aisc.services.context import SYSTEM, Actor
+from aisc.services.context import SYSTEM, Actor, utcnow
 from aisc.services.controller import sync_inventory
+from aisc.services.metering import reserve_job, settle_job
+from aisc.store.tables import Allocation, Job, JobCharge
 from aisc.store.uow import UnitOfWork
 
 UowFactory = Callable[[], UnitOfWork]
@@ -136,3 +139,36 @@ def award(
         ),
     )
     return allocation.id
+
+
+def run_to_completion(centre: Centre, job_id: int, start: datetime, seconds: int) -> JobCharge:
+    """Start a queued job at `start` (reserving its quota) and settle it `seconds` later, as the
+    controller does."""
+    with centre.uow() as uow:
+        uow.ledger.lock()
+        job = uow.session.get(Job, job_id)
+        assert job is not None
+        allocation = uow.session.get(Allocation, job.allocation_id)
+        assert allocation is not None
+        reserve_job(uow, job, allocation, start)
+        job.state, job.started_at = JobState.RUNNING.value, start
+        uow.commit()
+    with centre.uow() as uow:
+        uow.ledger.lock()
+        job = uow.session.get(Job, job_id)
+        assert job is not None
+        allocation = uow.session.get(Allocation, job.allocation_id)
+        charge = settle_job(uow, job, allocation, start + timedelta(seconds=seconds))
+        assert charge is not None
+        job.state, job.ended_at = JobState.COMPLETED.value, start + timedelta(seconds=seconds)
+        uow.commit()
+        return charge
+
+
+def charged_job(
+    centre: Centre, org: str, allocation_id: int, gpus: int, seconds: int, limit_s: int = 3600
+) -> JobCharge:
+    """Submit a job for `org` and run it now for `seconds`: the ledger records its use."""
+    request = jobs.JobRequest(allocation_id, ["python", "train.py"], gpus, limit_s)
+    job_id = jobs.submit_job(centre.uow(), centre.applicants[org], request).id
+    return run_to_completion(centre, job_id, utcnow(), seconds)

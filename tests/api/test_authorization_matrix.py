@@ -32,6 +32,7 @@ from aisc.services.context import Actor
 from aisc.store.tables import Allocation
 from tests.builders import RUBRIC, Centre, add_org, application_request, award, build_centre
 from tests.conftest import reset_database
+from tests.routes import flat_routes, methods_of
 
 API = "/api/v1"
 ORG_A, ORG_B = "Harbour U", "Kowloon AI"
@@ -238,15 +239,6 @@ TABLE: dict[tuple[str, str], Entry] = {
 }
 
 
-def flat_routes(app: FastAPI) -> list[Any]:
-    """Every route, with those of included routers brought up to the top."""
-    try:  # FastAPI 0.16x keeps included routers nested inside app.routes
-        from fastapi.routing import iter_route_contexts
-    except ImportError:  # older versions list every route flat
-        return list(app.routes)
-    return list(iter_route_contexts(app.routes))
-
-
 def app_routes(app: FastAPI) -> set[tuple[str, str]]:
     """(method, path template) of every route the application serves but the portal's pages
     (tests/web/test_portal_authorization_matrix.py) and its static files; ("*", path) for any
@@ -260,10 +252,7 @@ def app_routes(app: FastAPI) -> set[tuple[str, str]]:
             continue
         if (route.endpoint.__module__ or "").startswith("aisc.web"):
             continue
-        methods = set(route.methods or ())
-        if "GET" in methods:
-            methods.discard("HEAD")  # Starlette adds HEAD beside GET; it answers as GET does
-        found.update((method, route.path) for method in methods)
+        found.update((method, route.path) for method in methods_of(route))
     return found
 
 

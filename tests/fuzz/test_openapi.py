@@ -13,7 +13,6 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +32,11 @@ from schemathesis.specs.openapi.checks import (
 from aisc.api.app import create_app
 from aisc.api.problems import PROBLEM_JSON
 from aisc.config import Settings
-from aisc.domain.model import JobState
 from aisc.runtime import Runtime
 from aisc.services import accounts, applications, jobs
 from aisc.services.context import SYSTEM
-from aisc.services.metering import reserve_job, settle_job
-from aisc.store.tables import Allocation, Job
 from aisc.store.types import utcnow
-from tests.builders import Centre, add_org, application_request, award, build_centre
+from tests.builders import add_org, application_request, award, build_centre, charged_job
 from tests.fuzz.budget import fuzz_settings
 
 Case = schemathesis.Case[Any]
@@ -181,35 +177,11 @@ class Seeded:
     applicant_token: str
 
 
-def _finished_job(centre: Centre, allocation_id: int) -> None:
-    """A job charged for 90 s, as the controller would leave it (from now: the rate card's
-    price takes effect when the centre is built)."""
-    request = jobs.JobRequest(allocation_id, ["python", "train.py"], 2, 3600, name="finished")
-    job_id = jobs.submit_job(centre.uow(), centre.applicants["HKU"], request).id
-    start = utcnow()
-    with centre.uow() as uow:
-        uow.ledger.lock()
-        job = uow.session.get(Job, job_id)
-        allocation = uow.session.get(Allocation, allocation_id)
-        assert job is not None and allocation is not None
-        reserve_job(uow, job, allocation, start)
-        job.state, job.started_at = JobState.RUNNING.value, start
-        uow.commit()
-    with centre.uow() as uow:
-        uow.ledger.lock()
-        job = uow.session.get(Job, job_id)
-        allocation = uow.session.get(Allocation, allocation_id)
-        assert job is not None and allocation is not None
-        assert settle_job(uow, job, allocation, start + timedelta(seconds=90))
-        job.state, job.ended_at = JobState.COMPLETED.value, start + timedelta(seconds=90)
-        uow.commit()
-
-
 @pytest.fixture
 def seeded(runtime: Runtime) -> Seeded:
     centre = build_centre(runtime.uow)
     allocation_id = award(centre, "HKU")
-    _finished_job(centre, allocation_id)
+    charged_job(centre, "HKU", allocation_id, 2, 90)
     for gpus in (1, 4):
         request = jobs.JobRequest(allocation_id, ["python", "train.py"], gpus, 600, name="q")
         jobs.submit_job(runtime.uow(), centre.applicants["HKU"], request)

@@ -9,7 +9,6 @@ import json
 import subprocess
 import tarfile
 from collections.abc import Callable, Iterator
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +21,13 @@ from sqlalchemy.engine import make_url
 from typer.testing import CliRunner, Result
 
 from aisc.cli.main import app
-from aisc.domain.model import JobState
 from aisc.ledger.transaction import GENESIS_HASH
-from aisc.services import allocations, audit, jobs
-from aisc.services.context import utcnow
-from aisc.services.metering import reserve_job, settle_job
+from aisc.services import allocations, audit
 from aisc.store.backup import BackupError, _libpq, backup, read_manifest, restore
 from aisc.store.db import make_engine
 from aisc.store.migrate import alembic_config, current_revision, upgrade
 from aisc.store.tables import Allocation, Base, Job, User
-from tests.builders import Centre, award, build_centre
+from tests.builders import Centre, award, build_centre, charged_job
 from tests.conftest import UowFactory, _create_pg_database
 
 NewDatabase = Callable[[], str]
@@ -43,9 +39,9 @@ def centre(uow_factory: UowFactory) -> Centre:
     centre = build_centre(uow_factory)
     hku = award(centre, "HKU")
     cuhk = award(centre, "CUHK", rate_bp=9000, reason="exceptional")
-    run_job(centre, "HKU", hku, gpus=2, seconds=1234)
-    run_job(centre, "CUHK", cuhk, gpus=8, seconds=99)
-    run_job(centre, "HKU", hku, gpus=1, seconds=600)
+    charged_job(centre, "HKU", hku, gpus=2, seconds=1234)
+    charged_job(centre, "CUHK", cuhk, gpus=8, seconds=99)
+    charged_job(centre, "HKU", hku, gpus=1, seconds=600)
     allocations.close_allocation(centre.uow(), centre.operator, cuhk)
     return centre
 
@@ -73,31 +69,6 @@ def new_database(database_url: str, tmp_path: Path) -> Iterator[NewDatabase]:
     yield make
     for drop in drops:
         drop()
-
-
-def run_job(centre: Centre, org: str, allocation_id: int, gpus: int, seconds: int) -> int:
-    """Submit a job, reserve its quota and settle it `seconds` later, as the controller does."""
-    req = jobs.JobRequest(allocation_id, ["python", "train.py"], gpus, 3600)
-    job_id = jobs.submit_job(centre.uow(), centre.applicants[org], req).id
-    start = utcnow()
-    with centre.uow() as uow:
-        uow.ledger.lock()
-        job = uow.session.get(Job, job_id)
-        assert job is not None
-        allocation = uow.session.get(Allocation, allocation_id)
-        assert allocation is not None
-        reserve_job(uow, job, allocation, start)
-        job.state, job.started_at = JobState.RUNNING.value, start
-        uow.commit()
-    with centre.uow() as uow:
-        uow.ledger.lock()
-        job = uow.session.get(Job, job_id)
-        allocation = uow.session.get(Allocation, allocation_id)
-        assert job is not None and allocation is not None
-        assert settle_job(uow, job, allocation, start + timedelta(seconds=seconds))
-        job.state = JobState.COMPLETED.value
-        uow.commit()
-    return job_id
 
 
 def state(url: str) -> dict[str, object]:
@@ -179,7 +150,7 @@ def test_a_restore_brings_back_the_backed_up_ledger_and_drops_later_rows(
 
     # after the backup: a new award with a settled job, then a transaction destroyed
     later = award(centre, "PolyU")
-    run_job(centre, "PolyU", later, gpus=4, seconds=30)
+    charged_job(centre, "PolyU", later, gpus=4, seconds=30)
     with engine.begin() as conn:
         conn.execute(
             text(

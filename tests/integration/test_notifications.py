@@ -20,22 +20,19 @@ from sqlalchemy import select
 
 from aisc.config import Settings
 from aisc.domain.errors import NotFound
-from aisc.domain.model import JobState
 from aisc.runtime import Runtime
 from aisc.services import (
     accounts,
     allocations,
     applications,
     decisions,
-    jobs,
     notifications,
     progress,
     reviews,
 )
 from aisc.services.context import Actor, utcnow
 from aisc.services.mailer import SmtpMailer, mailer_from_settings
-from aisc.services.metering import reserve_job, settle_job
-from aisc.store.tables import Allocation, Job, JobCharge, Notification, ProgressReport
+from aisc.store.tables import Allocation, JobCharge, Notification, ProgressReport
 from tests.builders import (
     RUBRIC,
     Centre,
@@ -44,6 +41,7 @@ from tests.builders import (
     application_request,
     award,
     build_centre,
+    charged_job,
 )
 
 DEFAULTS = notifications.NotificationSettings(
@@ -131,27 +129,7 @@ def allocation_of(centre: Centre, allocation_id: int) -> Allocation:
 
 def use(centre: Centre, org: str, allocation_id: int, gpus: int, seconds: int) -> JobCharge:
     """Run a job now for `seconds` on `gpus` GPUs and settle it: the ledger records the use."""
-    req = jobs.JobRequest(allocation_id, ["python", "train.py"], gpus, seconds + 60)
-    job_id = jobs.submit_job(centre.uow(), centre.applicants[org], req).id
-    start = utcnow()
-    with centre.uow() as uow:
-        uow.ledger.lock()
-        job = uow.session.get(Job, job_id)
-        allocation = uow.session.get(Allocation, allocation_id)
-        assert job is not None and allocation is not None
-        reserve_job(uow, job, allocation, start)
-        job.state, job.started_at = JobState.RUNNING.value, start
-        uow.commit()
-    with centre.uow() as uow:
-        uow.ledger.lock()
-        job = uow.session.get(Job, job_id)
-        allocation = uow.session.get(Allocation, allocation_id)
-        assert job is not None and allocation is not None
-        charge = settle_job(uow, job, allocation, start + timedelta(seconds=seconds))
-        assert charge is not None
-        job.state = JobState.COMPLETED.value
-        uow.commit()
-        return charge
+    return charged_job(centre, org, allocation_id, gpus, seconds, limit_s=seconds + 60)
 
 
 def first_of_next_month(moment: datetime) -> datetime:

@@ -21,7 +21,6 @@ from aisc.domain.errors import (
     PermissionDenied,
     ValidationError,
 )
-from aisc.domain.model import JobState
 from aisc.ledger import accounts as acc
 from aisc.services import (
     accounts,
@@ -37,7 +36,7 @@ from aisc.services import (
 )
 from aisc.services.context import Actor, utcnow
 from aisc.services.metering import reserve_job, settle_job
-from aisc.store.tables import Allocation, Application, Decision, Job, JobCharge
+from aisc.store.tables import Allocation, Application, Decision, Job
 from aisc.store.uow import UnitOfWork
 from tests.builders import (
     PRICE_CENTS,
@@ -48,6 +47,7 @@ from tests.builders import (
     award,
     build_centre,
 )
+from tests.builders import run_to_completion as run
 
 UowFactory = Callable[[], UnitOfWork]
 TODAY = datetime.now().date()
@@ -108,28 +108,6 @@ def submit(
 ) -> Job:
     req = jobs.JobRequest(allocation_id, ["python", "train.py"], gpus, time_limit_s)
     return jobs.submit_job(centre.uow(), centre.applicants[org], req, **kwargs)  # type: ignore[arg-type]
-
-
-def run(centre: Centre, job_id: int, start: datetime, seconds: int) -> JobCharge:
-    """Start a queued job at `start` (reserving its quota) and settle it `seconds` later."""
-    with centre.uow() as uow:
-        uow.ledger.lock()
-        job = uow.session.get(Job, job_id)
-        assert job is not None
-        allocation = uow.session.get(Allocation, job.allocation_id)
-        assert allocation is not None
-        reserve_job(uow, job, allocation, start)
-        job.state, job.started_at = JobState.RUNNING.value, start
-        uow.commit()
-    with centre.uow() as uow:
-        uow.ledger.lock()
-        job = uow.session.get(Job, job_id)
-        allocation = uow.session.get(Allocation, job.allocation_id)
-        charge = settle_job(uow, job, allocation, start + timedelta(seconds=seconds))
-        assert charge is not None
-        job.state = JobState.COMPLETED.value
-        uow.commit()
-        return charge
 
 
 def balance(centre: Centre, allocation_id: int) -> allocations.AllocationBalance:

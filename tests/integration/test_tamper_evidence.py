@@ -12,7 +12,6 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +21,14 @@ from typer.testing import CliRunner, Result
 
 from aisc.cli.main import app
 from aisc.config import Settings
-from aisc.domain.model import JobState
 from aisc.ledger import accounts as acc
 from aisc.ledger.accounts import Unit
 from aisc.ledger.transaction import build, canonical_json, chain_hash, seal
 from aisc.runtime import Runtime
-from aisc.services import accounts, allocations, jobs
-from aisc.services.context import utcnow
-from aisc.services.metering import reserve_job, settle_job
+from aisc.services import accounts, allocations
 from aisc.store.ledger_store import row_to_sealed
-from aisc.store.tables import Allocation, Base, Job, LedgerTransaction
-from tests.builders import Centre, award, build_centre
+from aisc.store.tables import Base, LedgerTransaction
+from tests.builders import award, build_centre, charged_job
 from tests.conftest import reset_database
 from tests.servers import serve_in_thread
 
@@ -54,30 +50,6 @@ class LiveLedger:
         return CliRunner().invoke(app, ["ledger", "verify"], env=self.env, catch_exceptions=False)
 
 
-def run_job(centre: Centre, org: str, allocation_id: int, seconds: int) -> None:
-    """A job reserved at start and settled `seconds` later, as the controller would."""
-    request = jobs.JobRequest(allocation_id, ["python", "train.py"], 2, 3600)
-    job_id = jobs.submit_job(centre.uow(), centre.applicants[org], request).id
-    start = utcnow()
-    with centre.uow() as uow:
-        uow.ledger.lock()
-        job = uow.session.get(Job, job_id)
-        assert job is not None
-        allocation = uow.session.get(Allocation, allocation_id)
-        assert allocation is not None
-        reserve_job(uow, job, allocation, start)
-        job.state, job.started_at = JobState.RUNNING.value, start
-        uow.commit()
-    with centre.uow() as uow:
-        uow.ledger.lock()
-        job = uow.session.get(Job, job_id)
-        allocation = uow.session.get(Allocation, allocation_id)
-        assert job is not None and allocation is not None
-        assert settle_job(uow, job, allocation, start + timedelta(seconds=seconds)) is not None
-        job.state = JobState.COMPLETED.value
-        uow.commit()
-
-
 @pytest.fixture(scope="module")
 def live_ledger(
     database_url: str, engine: Engine, tmp_path_factory: pytest.TempPathFactory
@@ -92,8 +64,8 @@ def live_ledger(
         centre = build_centre(runtime.uow)  # 1 fund
         hku = award(centre, "HKU")  # 2 award
         cuhk = award(centre, "CUHK")  # 3 award
-        run_job(centre, "HKU", hku, 1234)  # 4 reserve, 5 settle
-        run_job(centre, "CUHK", cuhk, 99)  # 6 reserve, 7 settle
+        charged_job(centre, "HKU", hku, 2, 1234)  # 4 reserve, 5 settle
+        charged_job(centre, "CUHK", cuhk, 2, 99)  # 6 reserve, 7 settle
         allocations.close_allocation(centre.uow(), centre.operator, cuhk)  # 8 close
         token = accounts.issue_token(runtime.uow(), centre.operator, centre.funder.user_id)
         with engine.connect() as conn:

@@ -33,6 +33,7 @@ from aisc.services.context import SYSTEM, Actor
 from aisc.store.tables import Allocation, ApiToken, ProgressReport, User, WebSession
 from tests.builders import RUBRIC, Centre, add_org, application_request, award, build_centre
 from tests.conftest import reset_database
+from tests.routes import flat_routes, methods_of
 
 ORG_A, ORG_B = "Harbour U", "Kowloon AI"
 PASSWORD = "correct horse battery"
@@ -349,15 +350,6 @@ TABLE: dict[tuple[str, str], Entry] = {
 }
 
 
-def flat_routes(app: FastAPI) -> list[Any]:
-    """Every route, with those of included routers brought up to the top."""
-    try:  # FastAPI 0.16x keeps included routers nested inside app.routes
-        from fastapi.routing import iter_route_contexts
-    except ImportError:  # older versions list every route flat
-        return list(app.routes)
-    return list(iter_route_contexts(app.routes))
-
-
 def portal_routes(app: FastAPI) -> set[tuple[str, str]]:
     """(method, path template) of every route the portal's modules (aisc.web) serve."""
     found: set[tuple[str, str]] = set()
@@ -365,10 +357,7 @@ def portal_routes(app: FastAPI) -> set[tuple[str, str]]:
         endpoint = getattr(route, "endpoint", None)
         if endpoint is None or not (endpoint.__module__ or "").startswith("aisc.web"):
             continue  # the API, FastAPI's docs and /static, whose rules live elsewhere
-        methods = set(route.methods or ())
-        if "GET" in methods:
-            methods.discard("HEAD")  # Starlette adds HEAD beside GET; it answers as GET does
-        found.update((method, route.path) for method in methods)
+        found.update((method, route.path) for method in methods_of(route))
     return found
 
 

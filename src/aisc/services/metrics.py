@@ -14,10 +14,8 @@ from sqlalchemy import func, select
 
 from aisc.domain.errors import AuthenticationFailed
 from aisc.domain.model import FINAL_JOB_STATES, JobState
-from aisc.domain.money import SECONDS_PER_HOUR
-from aisc.ledger import accounts as acc
 from aisc.services import nodes, schemes
-from aisc.services.allocations import AllocationBalance
+from aisc.services.allocations import AllocationBalance, balances_of
 from aisc.services.context import SYSTEM
 from aisc.services.schemes import FundPosition
 from aisc.store.tables import Allocation, Job, Organisation
@@ -116,36 +114,13 @@ def _read_jobs(uow: UnitOfWork, figures: CentreFigures) -> None:
 
 
 def _allocation_figures(uow: UnitOfWork) -> list[AllocationFigures]:
-    """Every allocation's balances, as allocations.balance_of gives them, in one query."""
     rows = uow.session.execute(
         select(Allocation, Organisation.name)
         .join(Organisation, Organisation.id == Allocation.org_id)
         .order_by(Allocation.id)
     ).all()
-    names: dict[int, dict[str, str]] = {}
-    for allocation, _ in rows:
-        s, a = allocation.scheme_id, allocation.id
-        names[a] = {
-            "available": acc.gpu_available(s, a),
-            "reserved": acc.gpu_reserved(s, a),
-            "used": acc.gpu_used(s, a),
-            "committed": acc.subsidy_committed(s, a),
-            "sub_reserved": acc.subsidy_reserved(s, a),
-            "spent": acc.subsidy_spent(s, a),
-        }
-    balances = uow.ledger.balances(n for per in names.values() for n in per.values())
-    result = []
-    for allocation, org_name in rows:
-        b = {key: balances[name] for key, name in names[allocation.id].items()}
-        balance = AllocationBalance(
-            allocation=allocation,
-            granted_gpu_seconds=allocation.gpu_hours * SECONDS_PER_HOUR,
-            available_gpu_seconds=b["available"],
-            reserved_gpu_seconds=b["reserved"],
-            used_gpu_seconds=b["used"],
-            subsidy_committed_cents=b["committed"],
-            subsidy_reserved_cents=b["sub_reserved"],
-            subsidy_spent_cents=b["spent"],
-        )
-        result.append(AllocationFigures(balance, org_name))
-    return result
+    balances = balances_of(uow, [allocation for allocation, _ in rows])
+    return [
+        AllocationFigures(balance, org_name)
+        for balance, (_, org_name) in zip(balances, rows, strict=True)
+    ]
