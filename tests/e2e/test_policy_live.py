@@ -117,3 +117,24 @@ def test_why_explains_a_waiting_job_over_http_and_the_cli(runtime: Runtime) -> N
             f"{url}/api/v1/jobs/{big}/why", headers={"Authorization": f"Bearer {token}"}
         ).json()
         assert running["state"] == "running" and "node1" in running["reason"]
+
+
+def test_why_names_the_quota_a_queued_job_waits_for_though_gpus_are_free(
+    runtime: Runtime,
+) -> None:
+    centre = build_centre(runtime.uow, nodes="1x8xH800")
+    allocation = award(centre, "Harbour University", gpu_hours=1)  # 3,600 GPU-seconds
+    # 5 GPUs x a 600 s limit hold 3,000 of them; 2 GPUs x 600 s then need 1,200 of the 600
+    # left. Both are accepted (nothing is held at submission); the controller starts one
+    holder = submit(runtime, centre, "Harbour University", allocation, ["sleep", "30"], 5)
+    waiting = submit(runtime, centre, "Harbour University", allocation, ["true"], 2)
+    runtime.controller.cycle()
+    assert state(runtime, holder) == "running"
+    assert state(runtime, waiting) == "queued", "3 GPUs are free; only quota is missing"
+    actor = centre.applicants["Harbour University"]
+    _, explanation = jobs.explain_job(runtime.uow(), actor, waiting, runtime.controller.explain)
+    assert explanation.reason.startswith("waiting for quota: its time limit needs 0.33 GPU-hours")
+    assert "has 0.17 left" in explanation.reason
+    _, running = jobs.explain_job(runtime.uow(), actor, holder, runtime.controller.explain)
+    assert "quota" not in running.reason
+    jobs.cancel_job(runtime.uow(), actor, holder)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sqlalchemy import select
@@ -196,9 +196,28 @@ def queue(uow: UnitOfWork, actor: Actor, positions: Mapping[int, int]) -> list[Q
 def explain_job(
     uow: UnitOfWork, actor: Actor, job_id: int, explain: Callable[[int], Explanation]
 ) -> tuple[Job, Explanation]:
-    """Why a job waits (its priority factors, what it waits for, its reserved start)."""
-    job = get_job(uow, actor, job_id)
-    return job, explain(job_id)
+    """Why a job waits (its priority factors, what it waits for, its reserved start).
+
+    The scheduling policy knows GPUs, not money: a queued job whose time limit needs more
+    quota than its allocation has left right now waits for that, whatever GPUs are free."""
+    with uow:
+        job = _visible_job(uow, actor, job_id)
+        explanation = explain(job_id)
+        if job.state != JobState.QUEUED.value:
+            return job, explanation
+        allocation = uow.session.get(Allocation, job.allocation_id)
+        assert allocation is not None
+        account = acc.gpu_available(allocation.scheme_id, allocation.id)
+        available = uow.ledger.balances([account])[account]
+        needed = job.gpus * job.time_limit_s
+        if needed > available:
+            reason = (
+                f"waiting for quota: its time limit needs {needed / 3600:,.2f} GPU-hours and "
+                f"the allocation has {available / 3600:,.2f} left until running jobs return "
+                "what they do not use"
+            )
+            explanation = replace(explanation, reason=reason)
+        return job, explanation
 
 
 LIVE_STATES = (JobState.QUEUED, JobState.STARTING, JobState.RUNNING)

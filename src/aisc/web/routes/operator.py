@@ -399,7 +399,10 @@ def queue_context(runtime: Runtime, user: PortalUser) -> dict[str, Any]:
         if entry.job.state != JobState.QUEUED.value:
             reasons[entry.job.id] = f"running on {entry.job.node}" if entry.job.node else ""
         elif len(reasons) < EXPLAINED_MAX:
-            reasons[entry.job.id] = runtime.controller.explain(entry.job.id).reason
+            _, why = jobs.explain_job(
+                runtime.uow(), user.actor, entry.job.id, runtime.controller.explain
+            )
+            reasons[entry.job.id] = why.reason
         else:
             reasons[entry.job.id] = entry.job.reason
     return {
