@@ -200,24 +200,25 @@ def explain_job(
 
     The scheduling policy knows GPUs, not money: a queued job whose time limit needs more
     quota than its allocation has left right now waits for that, whatever GPUs are free."""
+    job = get_job(uow, actor, job_id)
+    explanation = explain(job_id)  # outside any unit of work: the controller opens its own
+    if job.state != JobState.QUEUED.value:
+        return job, explanation
     with uow:
-        job = _visible_job(uow, actor, job_id)
-        explanation = explain(job_id)
-        if job.state != JobState.QUEUED.value:
-            return job, explanation
+        uow.ledger.snapshot()  # only reads: no write lock
         allocation = uow.session.get(Allocation, job.allocation_id)
         assert allocation is not None
         account = acc.gpu_available(allocation.scheme_id, allocation.id)
         available = uow.ledger.balances([account])[account]
-        needed = job.gpus * job.time_limit_s
-        if needed > available:
-            reason = (
-                f"waiting for quota: its time limit needs {needed / 3600:,.2f} GPU-hours and "
-                f"the allocation has {available / 3600:,.2f} left until running jobs return "
-                "what they do not use"
-            )
-            explanation = replace(explanation, reason=reason)
-        return job, explanation
+    needed = job.gpus * job.time_limit_s
+    if needed > available:
+        reason = (
+            f"waiting for quota: its time limit needs {needed / 3600:,.2f} GPU-hours and "
+            f"the allocation has {available / 3600:,.2f} left until running jobs return "
+            "what they do not use"
+        )
+        explanation = replace(explanation, reason=reason)
+    return job, explanation
 
 
 LIVE_STATES = (JobState.QUEUED, JobState.STARTING, JobState.RUNNING)
