@@ -16,12 +16,12 @@ import argparse
 import os
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import select
-from sqlalchemy.engine import make_url
+from throwaway import throwaway_database  # benchmarks/, beside this script
 
 from aisc.domain.model import JobState
 from aisc.services import accounts, applications, decisions, rates, reviews, schemes
@@ -33,25 +33,6 @@ from aisc.store.db import make_engine, make_session_factory
 from aisc.store.migrate import upgrade
 from aisc.store.tables import Allocation, Job
 from aisc.store.uow import UnitOfWork
-
-
-def throwaway_database() -> tuple[str, Callable[[], None]]:
-    url = os.environ.get("AISC_DATABASE_URL")
-    if url and make_url(url).get_backend_name() == "postgresql":
-        import psycopg
-
-        admin = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-        name = f"aisc_bench_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-
-        def drop() -> None:
-            with psycopg.connect(admin, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-        return make_url(url).set(database=name).render_as_string(hide_password=False), drop
-    folder = tempfile.mkdtemp(prefix="aisc-bench-")
-    return f"sqlite:///{folder}/bench.db", lambda: None
 
 
 def seed(new_uow: Callable[[], UnitOfWork]) -> tuple[int, int]:
@@ -103,7 +84,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=2000)
     args = parser.parse_args()
-    url, drop = throwaway_database()
+    url, drop = throwaway_database(
+        os.environ.get("AISC_DATABASE_URL"), Path(tempfile.mkdtemp(prefix="aisc-bench-"))
+    )
     try:
         upgrade(url)
         engine = make_engine(url)

@@ -51,6 +51,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
+from throwaway import throwaway_database  # benchmarks/, beside this script
 
 from aisc.services import accounts, applications, decisions, rates, reviews, schemes
 from aisc.services.applications import ApplicationRequest, GovernanceAssessment
@@ -196,23 +197,6 @@ def drive(
 
 
 # -- aisc -----------------------------------------------------------------------------------------
-
-
-def throwaway_database(url: str | None, folder: Path) -> tuple[str, Callable[[], None]]:
-    if url and make_url(url).get_backend_name() == "postgresql":
-        import psycopg
-
-        admin = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-        name = f"aisc_load_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-
-        def drop() -> None:
-            with psycopg.connect(admin, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-        return make_url(url).set(database=name).render_as_string(hide_password=False), drop
-    return f"sqlite:///{folder}/aisc.db", lambda: None
 
 
 def seed(url: str) -> tuple[int, str]:
@@ -371,7 +355,7 @@ def run_aisc(
     clients: int, seconds: float, rate: float | None, database_url: str | None
 ) -> tuple[Phase, str]:
     home = Path(tempfile.mkdtemp(prefix="aisc-load-"))
-    url, drop = throwaway_database(database_url, home)
+    url, drop = throwaway_database(database_url, home, "aisc_load")
     try:
         phase = serve_and_drive(home, url, clients, seconds, rate)
         stored = count_jobs(url)
