@@ -16,16 +16,13 @@ import argparse
 import os
 import tempfile
 import time
-from collections.abc import Callable
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from bench_centre import seed_centre, throwaway_database  # benchmarks/, beside this script
 from sqlalchemy import select
-from throwaway import throwaway_database  # benchmarks/, beside this script
 
 from aisc.domain.model import JobState
-from aisc.services import accounts, applications, decisions, rates, reviews, schemes
-from aisc.services.applications import ApplicationRequest, GovernanceAssessment
 from aisc.services.audit import verify_ledger
 from aisc.services.context import SYSTEM
 from aisc.services.metering import reserve_job, settle_job
@@ -33,51 +30,6 @@ from aisc.store.db import make_engine, make_session_factory
 from aisc.store.migrate import upgrade
 from aisc.store.tables import Allocation, Job
 from aisc.store.uow import UnitOfWork
-
-
-def seed(new_uow: Callable[[], UnitOfWork]) -> tuple[int, int]:
-    today = datetime.now(UTC).date()
-    op = accounts.actor_for(accounts.create_user(new_uow(), SYSTEM, "Op", "op@b.test", "operator"))
-    org = accounts.create_organisation(new_uow(), op, "Bench University", "university")
-    applicant = accounts.actor_for(
-        accounts.create_user(new_uow(), op, "App", "a@b.test", "applicant", org.id)
-    )
-    reviewer = accounts.actor_for(
-        accounts.create_user(new_uow(), op, "Rev", "r@b.test", "reviewer")
-    )
-    scheme = schemes.create_scheme(
-        new_uow(),
-        op,
-        "Bench",
-        3_000_000_000_00,
-        date(today.year, 1, 1),
-        date(today.year + 3, 12, 31),
-        {"merit": 100},
-        min_reviews=1,
-    )
-    rates.set_rate(new_uow(), op, "H800", 3000)
-    app = applications.submit_application(
-        new_uow(),
-        applicant,
-        ApplicationRequest(
-            scheme.id,
-            "Bench",
-            "H800",
-            10_000_000,
-            today,
-            today + timedelta(days=300),
-            "A long enough justification of the compute request.",
-            GovernanceAssessment("research", False, "minimal", "people check outputs"),
-        ),
-    )
-    reviews.submit_review(new_uow(), reviewer, app.id, {"merit": 8}, "approve")
-    allocation = decisions.approve(
-        new_uow(),
-        op,
-        app.id,
-        decisions.Approval(10_000_000, today, today + timedelta(days=300)),
-    )
-    return allocation.id, applicant.user_id
 
 
 def main() -> None:
@@ -95,7 +47,7 @@ def main() -> None:
         def new_uow() -> UnitOfWork:
             return UnitOfWork(factory)
 
-        allocation_id, user_id = seed(new_uow)
+        allocation_id, user_id, _ = seed_centre(new_uow)
         now = datetime.now(UTC)
         with new_uow() as uow:
             uow.session.add_all(

@@ -44,18 +44,15 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
 
 import httpx
+from bench_centre import seed_centre, throwaway_database  # benchmarks/, beside this script
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
-from throwaway import throwaway_database  # benchmarks/, beside this script
 
-from aisc.services import accounts, applications, decisions, rates, reviews, schemes
-from aisc.services.applications import ApplicationRequest, GovernanceAssessment
-from aisc.services.context import SYSTEM
+from aisc.services import accounts
 from aisc.store.db import make_engine, make_session_factory
 from aisc.store.migrate import upgrade
 from aisc.store.tables import Job
@@ -205,49 +202,13 @@ def seed(url: str) -> tuple[int, str]:
     engine = make_engine(url)
     factory = make_session_factory(engine)
 
-    def uow() -> UnitOfWork:
+    def new_uow() -> UnitOfWork:
         return UnitOfWork(factory)
 
-    today = datetime.now(UTC).date()
-    op = accounts.actor_for(accounts.create_user(uow(), SYSTEM, "Op", "op@load.test", "operator"))
-    org = accounts.create_organisation(uow(), op, "Load University", "university")
-    grantee = accounts.create_user(uow(), op, "Grantee", "g@load.test", "applicant", org.id)
-    reviewer = accounts.actor_for(accounts.create_user(uow(), op, "Rev", "r@load.test", "reviewer"))
-    scheme = schemes.create_scheme(
-        uow(),
-        op,
-        "Load",
-        3_000_000_000_00,
-        today - timedelta(days=30),
-        today + timedelta(days=3 * 365),
-        {"merit": 100},
-        min_reviews=1,
-    )
-    rates.set_rate(uow(), op, "H800", 3000)
-    app = applications.submit_application(
-        uow(),
-        accounts.actor_for(grantee),
-        ApplicationRequest(
-            scheme.id,
-            "Load",
-            "H800",
-            10_000_000,
-            today - timedelta(days=1),
-            today + timedelta(days=300),
-            "A long enough justification of the compute request.",
-            GovernanceAssessment("research", False, "minimal", "people check outputs"),
-        ),
-    )
-    reviews.submit_review(uow(), reviewer, app.id, {"merit": 8}, "approve")
-    allocation = decisions.approve(
-        uow(),
-        op,
-        app.id,
-        decisions.Approval(10_000_000, today - timedelta(days=1), today + timedelta(days=300)),
-    )
-    token = accounts.issue_token(uow(), op, grantee.id, "load benchmark")
+    allocation_id, grantee_id, op = seed_centre(new_uow)
+    token = accounts.issue_token(new_uow(), op, grantee_id, "load benchmark")
     engine.dispose()
-    return allocation.id, token
+    return allocation_id, token
 
 
 def free_port() -> int:
