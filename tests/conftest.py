@@ -7,6 +7,7 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -96,18 +97,26 @@ def aisc_home(tmp_path: Path) -> Path:
     return home
 
 
+def fresh_runtime(database_url: str, engine: Engine, home: Path, **settings: Any) -> Runtime:
+    """A runtime on the emptied test database, with two 8-GPU H800 nodes and no real GPUs."""
+    reset_database(engine)
+    return Runtime.build(
+        Settings(
+            home=home,
+            database_url=database_url,
+            inventory="2x8xH800",
+            detect_gpus=False,
+            **settings,
+        ),
+        migrate=False,
+    )
+
+
 @pytest.fixture
 def runtime(database_url: str, engine: Engine, tmp_path: Path) -> Iterator[Runtime]:
-    reset_database(engine)
-    settings = Settings(
-        home=tmp_path / "aisc-home",
-        database_url=database_url,
-        inventory="2x8xH800",
-        detect_gpus=False,
-        controller_interval_s=0.1,
-        kill_grace_s=1.0,
+    rt = fresh_runtime(
+        database_url, engine, tmp_path / "aisc-home", controller_interval_s=0.1, kill_grace_s=1.0
     )
-    rt = Runtime.build(settings, migrate=False)
     yield rt
     rt.close()
 

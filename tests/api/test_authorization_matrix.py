@@ -25,13 +25,12 @@ from sqlalchemy import Engine
 from starlette.routing import Mount
 
 from aisc.api.app import create_app
-from aisc.config import Settings
 from aisc.runtime import Runtime
 from aisc.services import accounts, applications, jobs
 from aisc.services.context import Actor
 from aisc.store.tables import Allocation
 from tests.builders import RUBRIC, Centre, add_org, application_request, award, build_centre
-from tests.conftest import reset_database
+from tests.conftest import fresh_runtime
 from tests.routes import flat_routes, methods_of
 
 API = "/api/v1"
@@ -260,14 +259,7 @@ def app_routes(app: FastAPI) -> set[tuple[str, str]]:
 def world(
     database_url: str, engine: Engine, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[World]:
-    reset_database(engine)
-    settings = Settings(
-        home=Path(tmp_path_factory.mktemp("matrix")),
-        database_url=database_url,
-        inventory="2x8xH800",
-        detect_gpus=False,
-    )
-    runtime = Runtime.build(settings, migrate=False)
+    runtime = fresh_runtime(database_url, engine, Path(tmp_path_factory.mktemp("matrix")))
     try:
         with TestClient(create_app(runtime, run_controller=False)) as client:
             yield build_world(runtime, client)

@@ -26,13 +26,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
 
 from aisc.api.app import create_app
-from aisc.config import Settings
 from aisc.runtime import Runtime
 from aisc.services import accounts, applications, jobs, reviews, sessions
 from aisc.services.context import SYSTEM, Actor
 from aisc.store.tables import Allocation, ApiToken, ProgressReport, User, WebSession
 from tests.builders import RUBRIC, Centre, add_org, application_request, award, build_centre
-from tests.conftest import reset_database
+from tests.conftest import fresh_runtime
 from tests.routes import flat_routes, methods_of
 
 ORG_A, ORG_B = "Harbour U", "Kowloon AI"
@@ -365,14 +364,7 @@ def portal_routes(app: FastAPI) -> set[tuple[str, str]]:
 def world(
     database_url: str, engine: Engine, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[World]:
-    reset_database(engine)
-    settings = Settings(
-        home=Path(tmp_path_factory.mktemp("portal-matrix")),
-        database_url=database_url,
-        inventory="2x8xH800",
-        detect_gpus=False,
-    )
-    runtime = Runtime.build(settings, migrate=False)
+    runtime = fresh_runtime(database_url, engine, Path(tmp_path_factory.mktemp("portal-matrix")))
     try:
         with ExitStack() as stack:
             yield build_world(runtime, stack)
