@@ -20,6 +20,7 @@ from aisc.backends.local import LocalBackend
 from aisc.config import Settings
 from aisc.services import notifications
 from aisc.services.controller import Controller, sync_inventory
+from aisc.services.intake import SubmissionIntake
 from aisc.services.mailer import Mailer, mailer_from_settings
 from aisc.store.db import make_engine, make_session_factory
 from aisc.store.migrate import upgrade
@@ -53,6 +54,11 @@ class Runtime:
     _last_notify: float = 0.0
     _notify_thread: threading.Thread | None = None
     _notify_lock: threading.Lock = field(default_factory=threading.Lock)
+    # job submissions from the API, written in batches (see services/intake.py)
+    intake: SubmissionIntake = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.intake = SubmissionIntake(self.uow)
 
     @classmethod
     def build(cls, settings: Settings, migrate: bool = True) -> Runtime:
@@ -209,5 +215,6 @@ class Runtime:
             self._stop.wait(self.settings.controller_interval_s)
 
     def close(self) -> None:
+        self.intake.close()
         self.stop_controller()
         self.engine.dispose()

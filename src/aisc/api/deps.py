@@ -32,11 +32,17 @@ async def get_uow(runtime: RuntimeDep) -> UnitOfWork:
 UowDep = Annotated[UnitOfWork, Depends(get_uow)]
 
 
-def get_actor(
-    runtime: RuntimeDep,
+async def get_token(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> Actor:
-    token = credentials.credentials if credentials else None
+) -> str | None:
+    """The bearer token as sent, not yet checked."""
+    return credentials.credentials if credentials else None
+
+
+TokenDep = Annotated[str | None, Depends(get_token)]
+
+
+def get_actor(runtime: RuntimeDep, token: TokenDep) -> Actor:
     return accounts.authenticate(runtime.uow(), token)
 
 

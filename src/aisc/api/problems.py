@@ -36,6 +36,7 @@ STATUS = {
     errors.NotFound: 404,
     errors.Conflict: 409,
     errors.ValidationError: 422,
+    errors.Unavailable: 503,
 }
 
 

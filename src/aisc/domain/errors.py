@@ -50,3 +50,9 @@ class OverQuota(Conflict):
 
 class ConflictOfInterest(PermissionDenied):
     title = "Conflict of interest"
+
+
+class Unavailable(DomainError):
+    """The server cannot take the request now (it is shutting down); trying again may work."""
+
+    title = "Service unavailable"

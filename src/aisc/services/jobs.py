@@ -5,13 +5,21 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from aisc.backends.base import LogStream
-from aisc.domain.errors import Conflict, NotFound, OverQuota, PermissionDenied, ValidationError
+from aisc.domain.errors import (
+    Conflict,
+    DomainError,
+    NotFound,
+    OverQuota,
+    PermissionDenied,
+    ValidationError,
+)
 from aisc.domain.model import MAX_TIME_LIMIT_S, JobState, Role
 from aisc.ledger import accounts as acc
 from aisc.scheduler.interface import Explanation, NodeSpec, PendingJob
@@ -37,28 +45,87 @@ class JobRequest:
     priority: int = 0
 
 
+@dataclass(frozen=True)
+class Submission:
+    """One job submission: who asked, what for, and when it arrived."""
+
+    actor: Actor
+    request: JobRequest
+    at: datetime
+
+
 def submit_job(uow: UnitOfWork, actor: Actor, req: JobRequest, clock: Clock = utcnow) -> Job:
-    actor.require(Role.APPLICANT, Role.OPERATOR)
-    _check_request(actor, req)
-    now = clock()
     with uow:
-        allocation = uow.session.get(Allocation, req.allocation_id)
+        [outcome] = queue_submissions(uow, [Submission(actor, req, clock())])
+        if isinstance(outcome, DomainError):
+            raise outcome
+        uow.commit()
+        return outcome
+
+
+def queue_submissions(
+    uow: UnitOfWork, submissions: Sequence[Submission]
+) -> list[Job | DomainError]:
+    """Check each submission on its own and queue those that pass, in the caller's open unit of
+    work (the caller commits). Each gets its job or the error that refused it, in order.
+
+    Submission reserves nothing (the controller does, at start), so what one submission is
+    checked against (its allocation, the inventory, the rate card, the quota left) is the same
+    for every other in the batch and is read once."""
+    checks = _SubmissionChecks(uow)
+    outcomes: list[Job | DomainError] = []
+    for submission in submissions:
+        try:
+            outcomes.append(checks.job_for(submission))
+        except DomainError as exc:
+            outcomes.append(exc)
+    # added together, after every check: one multi-row INSERT, not a flush per job
+    uow.session.add_all(o for o in outcomes if isinstance(o, Job))
+    uow.session.flush()
+    return outcomes
+
+
+class _SubmissionChecks:
+    """Every check that can refuse a submission up front, over one unit of work."""
+
+    def __init__(self, uow: UnitOfWork) -> None:
+        self._uow = uow
+        self._allocations: dict[int, Allocation] = {}
+        self._nodes: list[NodeSpec] | None = None
+        self._priced: set[str] = set()
+        self._room: dict[int, int] = {}
+
+    def job_for(self, submission: Submission) -> Job:
+        actor, req, now = submission.actor, submission.request, submission.at
+        actor.require(Role.APPLICANT, Role.OPERATOR)
+        _check_request(actor, req)
+        session = self._uow.session
+        allocation = self._allocations.get(req.allocation_id)
         if allocation is None:
-            raise NotFound(f"allocation {req.allocation_id} does not exist")
+            allocation = session.get(Allocation, req.allocation_id)
+            if allocation is None:
+                raise NotFound(f"allocation {req.allocation_id} does not exist")
+            self._allocations[allocation.id] = allocation  # held: the session's map is weak
         actor.require_org(allocation.org_id)
         check_open(allocation, now)
-        _check_fits_inventory(uow.session, allocation.gpu_model, req.gpus)
-        price_at(uow.session, allocation.gpu_model, now)
+        if self._nodes is None:
+            self._nodes = node_specs(session)
+        _check_fits_inventory(self._nodes, allocation.gpu_model, req.gpus)
+        if allocation.gpu_model not in self._priced:
+            price_at(session, allocation.gpu_model, now)  # a price, once in force, stays so
+            self._priced.add(allocation.gpu_model)
+        if allocation.id not in self._room:
+            self._room[allocation.id] = self._uow.ledger.balance(
+                acc.gpu_available(allocation.scheme_id, allocation.id), acc.Unit.GPU_S
+            )
         needed = req.gpus * req.time_limit_s
-        room = uow.ledger.balance(
-            acc.gpu_available(allocation.scheme_id, allocation.id), acc.Unit.GPU_S
-        )
+        room = self._room[allocation.id]
         if needed > room:
             raise OverQuota(
                 f"{req.gpus} GPUs for {req.time_limit_s} s is {needed / 3600:.2f} GPU-hours; "
                 f"allocation {allocation.id} has {room / 3600:.2f} GPU-hours left"
             )
-        job = Job(
+        return Job(
             allocation_id=allocation.id,
             user_id=actor.user_id,
             name=(req.name or os.path.basename(req.argv[0])).strip()[:200],
@@ -70,9 +137,6 @@ def submit_job(uow: UnitOfWork, actor: Actor, req: JobRequest, clock: Clock = ut
             state=JobState.QUEUED.value,
             submitted_at=now,
         )
-        uow.session.add(job)
-        uow.commit()
-        return job
 
 
 def _check_request(actor: Actor, req: JobRequest) -> None:
@@ -102,9 +166,9 @@ def node_specs(session: Session) -> list[NodeSpec]:
     ]
 
 
-def _check_fits_inventory(session: Session, gpu_model: str, gpus: int) -> None:
+def _check_fits_inventory(nodes: list[NodeSpec], gpu_model: str, gpus: int) -> None:
     try:
-        check_request(node_specs(session), gpus, gpu_model)
+        check_request(nodes, gpus, gpu_model)
     except Unschedulable as exc:
         raise ValidationError(str(exc)) from None
 

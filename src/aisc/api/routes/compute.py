@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -9,7 +10,7 @@ from fastapi import APIRouter, Query, status
 from fastapi.responses import PlainTextResponse
 
 from aisc.api import problems
-from aisc.api.deps import ActorDep, RuntimeDep, UowDep
+from aisc.api.deps import ActorDep, RuntimeDep, TokenDep, UowDep
 from aisc.api.schemas import (
     MAX_ID,
     AllocationOut,
@@ -83,7 +84,9 @@ def list_jobs(
 
 
 @router.post("/jobs", response_model=JobOut, status_code=status.HTTP_201_CREATED)
-def submit_job(body: JobIn, uow: UowDep, actor: ActorDep) -> JobOut:
+async def submit_job(body: JobIn, runtime: RuntimeDep, token: TokenDep) -> JobOut:
+    """Queue a job. Submissions that arrive together are checked one by one and committed
+    together; the answer comes once the job is committed."""
     request = jobs.JobRequest(
         allocation_id=body.allocation_id,
         argv=body.command,
@@ -92,7 +95,9 @@ def submit_job(body: JobIn, uow: UowDep, actor: ActorDep) -> JobOut:
         name=body.name,
         priority=body.priority,
     )
-    return JobOut.model_validate(jobs.submit_job(uow, actor, request))
+    # async, with no thread of its own: the intake's thread does the database work
+    job = await asyncio.wrap_future(runtime.intake.submit(token, request))
+    return JobOut.model_validate(job)
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut)
