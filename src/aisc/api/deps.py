@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from aisc.domain.errors import AuthenticationFailed
 from aisc.runtime import Runtime
 from aisc.services import accounts
 from aisc.services.context import Actor
@@ -34,12 +35,15 @@ UowDep = Annotated[UnitOfWork, Depends(get_uow)]
 
 async def get_token(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> str | None:
-    """The bearer token as sent, not yet checked."""
-    return credentials.credentials if credentials else None
+) -> str:
+    """The bearer token as sent, not yet checked; a request without one is refused here, before
+    its body is read."""
+    if not credentials or not credentials.credentials:
+        raise AuthenticationFailed(accounts.TOKEN_REQUIRED)
+    return credentials.credentials
 
 
-TokenDep = Annotated[str | None, Depends(get_token)]
+TokenDep = Annotated[str, Depends(get_token)]
 
 
 def get_actor(runtime: RuntimeDep, token: TokenDep) -> Actor:

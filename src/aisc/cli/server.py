@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 from datetime import UTC, datetime
@@ -53,8 +54,13 @@ def _run_server(runtime: Runtime, host: str, port: int) -> None:
     from aisc.api.app import create_app
 
     settings = runtime.settings
+    app = create_app(runtime)
+    # What start-up made lives as long as the server. Frozen, the collector no longer walks it
+    # in every full collection, each of which would otherwise pause all requests in flight.
+    gc.collect()
+    gc.freeze()
     uvicorn.run(
-        create_app(runtime),
+        app,
         host=host,
         port=port,
         # the whole process's logging, from here on: the controller's thread included

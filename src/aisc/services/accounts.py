@@ -230,9 +230,12 @@ def revoke_token(uow: UnitOfWork, actor: Actor, token: str) -> None:
         uow.commit()
 
 
+TOKEN_REQUIRED = "an API token is required (Authorization: Bearer <token>)"
+
+
 def authenticate(uow: UnitOfWork, token: str | None) -> Actor:
     if not token:
-        raise AuthenticationFailed("an API token is required (Authorization: Bearer <token>)")
+        raise AuthenticationFailed(TOKEN_REQUIRED)
     with uow:
         # every request pays for this: one indexed lookup, read without waiting for writers
         uow.ledger.snapshot()

@@ -56,17 +56,19 @@ class SubmissionIntake:
     def submit(self, token: str | None, request: jobs.JobRequest) -> Future[Job]:
         """The job once it is committed, or the DomainError that refused it. Cancelling the
         future before its batch is written withdraws the submission."""
-        pending = _Pending(token, request, self._clock())
         with self._lock:
             if self._closed:
                 raise Unavailable("the server is shutting down; submit the job again shortly")
+            # stamped under the lock: arrival times follow the order batches are written in
+            pending = _Pending(token, request, self._clock())
             if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="aisc-job-intake", daemon=True
-                )
-                self._thread.start()
+                self._start_thread()
             self._waiting.put(pending)
         return pending.future
+
+    def _start_thread(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="aisc-job-intake", daemon=True)
+        self._thread.start()
 
     def close(self, timeout_s: float = 30) -> None:
         """Write what is waiting, then stop; later submissions are refused."""
@@ -93,8 +95,17 @@ class SubmissionIntake:
                     batch.append(more)
             # a request whose caller went away before its batch began is withdrawn
             live = [p for p in batch if p.future.set_running_or_notify_cancel()]
-            if live:
-                self._write_or_retry(live)
+            try:
+                if live:
+                    self._write_or_retry(live)
+            except BaseException as exc:  # this thread is going down: no request may hang
+                for pending in live:
+                    if not pending.future.done():
+                        pending.future.set_exception(exc)
+                with self._lock:
+                    if not self._closed:
+                        self._start_thread()  # for what waits now and what comes next
+                raise
             if stop:
                 return
 
@@ -139,5 +150,5 @@ def _actor(
     actors: dict[str, Actor | AuthenticationFailed], token: str | None
 ) -> Actor | AuthenticationFailed:
     if not token:
-        return AuthenticationFailed("an API token is required (Authorization: Bearer <token>)")
+        return AuthenticationFailed(accounts.TOKEN_REQUIRED)
     return actors[token]
