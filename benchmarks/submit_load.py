@@ -162,8 +162,9 @@ def drive(
                     cut = True
                     break
                 left.value -= 1
-            if due > time.monotonic():
-                time.sleep(due - time.monotonic())
+            wait = due - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
             sent = due if rate is not None else time.monotonic()
             ok, error = submit()
             if ok:

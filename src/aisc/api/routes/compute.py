@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from fastapi import APIRouter, Query, status
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import PlainTextResponse, Response
 
 from aisc.api import problems
 from aisc.api.deps import ActorDep, RuntimeDep, TokenDep, UowDep
@@ -84,7 +84,7 @@ def list_jobs(
 
 
 @router.post("/jobs", response_model=JobOut, status_code=status.HTTP_201_CREATED)
-async def submit_job(body: JobIn, runtime: RuntimeDep, token: TokenDep) -> JobOut:
+async def submit_job(body: JobIn, runtime: RuntimeDep, token: TokenDep) -> Response:
     """Queue a job. Submissions that arrive together are checked one by one and committed
     together; the answer comes once the job is committed."""
     request = jobs.JobRequest(
@@ -97,7 +97,12 @@ async def submit_job(body: JobIn, runtime: RuntimeDep, token: TokenDep) -> JobOu
     )
     # async, with no thread of its own: the intake's thread does the database work
     job = await asyncio.wrap_future(runtime.intake.submit(token, request))
-    return JobOut.model_validate(job)
+    # serialised once, here: returned as a model, it would be validated and serialised again
+    return Response(
+        JobOut.model_validate(job).model_dump_json(),
+        status_code=status.HTTP_201_CREATED,
+        media_type="application/json",
+    )
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut)
