@@ -1,6 +1,7 @@
 """Sustained job submission: aisc's API against `sbatch` on the local Slurm controller.
 
     python benchmarks/submit_load.py [--clients 8,32] [--seconds 60] [--rate R]
+        [--client stdlib|httpx]
         [--database-url postgresql+psycopg://postgres@127.0.0.1:5432/test]
         [--slurm-conf /var/tmp/aisc-slurm/slurm.conf] [--slurm-account root] [--skip-sbatch]
 
@@ -14,33 +15,39 @@ For each client count N, in the same run:
   the clients submit waits in the queue (the controller still syncs and orders it every cycle)
   and none starts a process: what is measured is the acceptance of a submission. N client
   processes, each on its own persistent HTTP connection, POST /api/v1/jobs back to back for
-  --seconds. Afterwards the database must hold exactly the jobs that were accepted.
+  --seconds. Afterwards the database must hold exactly the jobs that were accepted. The clients
+  use the standard library's http.client (--client httpx: httpx, as aisc's CLI does, which
+  costs as much CPU per submission as the server, on the same two cores).
 - sbatch: N client processes each run `sbatch --hold --parsable ...` back to back for --seconds
   against the dev cluster's slurmctld: a process and an RPC per job, which is what a user of
   sbatch pays. Held jobs never run; every job submitted is cancelled afterwards.
 
-Then the goal's own test, unless --rate is given: a fresh aisc is offered 1.5 times the rate
-sbatch reached, paced over the same N clients for --seconds (each submission is due at its
-place in the schedule and its latency counts from then, so a stall counts in full).
+Then, where aisc's p99 back to back is 50 ms or more (and --rate is not given), the goal's
+latency at its rate: a fresh aisc is offered 1.5 times the rate sbatch reached, paced over the
+same N clients for --seconds (each submission is due at its place in the schedule and its
+latency counts from then, so a stall counts in full).
 
 Only 2xx responses (sbatch: exit status 0 with a job id) count as accepted; latencies are of
 accepted submissions. Prints one line per client count:
     clients=8 aisc_per_s=... sbatch_per_s=... ratio=... p50_ms=... p99_ms=...
     sbatch_p50_ms=... sbatch_p99_ms=... errors=... sbatch_errors=...
-    held_rate=... held_per_s=... held_p50_ms=... held_p99_ms=... held_errors=... goal=met
-    database=sqlite
+    [held_rate=... held_per_s=... held_p50_ms=... held_p99_ms=... held_errors=...] goal=met
+    database=sqlite client=stdlib
+(the held_ fields where the paced phase ran).
 The goal: aisc accepts at least 1.5 times sbatch's rate, with p99 under 50 ms, at 8 and 32
-clients. `goal=met` when aisc's back-to-back rate is at least 1.5 times sbatch's, and offered
-that rate it accepts it all, without errors, with a p99 under 50 ms. Back to back, a client's
-latency is N / throughput (Little's law): 32 clients back to back wait 50 ms each at 640 per
-second whatever the server. --rate R offers R submissions per second in all for every phase
-instead. The Slurm dev cluster must be up (`scripts/slurm-dev-cluster start`); --skip-sbatch
-measures aisc alone.
+clients. `goal=met` when aisc's back-to-back rate is at least 1.5 times sbatch's, without
+errors, and its p99 is under 50 ms back to back or, offered that rate, while accepting it all.
+Back to back, a client's latency is N / throughput (Little's law): 32 clients back to back
+wait 50 ms each at 640 per second whatever the server. --rate R offers R submissions per
+second in all for every phase instead. The Slurm dev cluster must be up
+(`scripts/slurm-dev-cluster start`); --skip-sbatch measures aisc alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
+import json
 import multiprocessing
 import os
 import shutil
@@ -80,6 +87,7 @@ START_HINT = (
 
 
 Submit = Callable[[], tuple[bool, str]]  # one submission: (accepted, what went wrong)
+MakeSubmit = Callable[[], Submit]  # called in each client process: its own connection
 
 
 @dataclass
@@ -326,12 +334,12 @@ def stop_job(base: str, headers: dict[str, str], job_id: int) -> None:
 
 
 def run_aisc(
-    clients: int, seconds: float, rate: float | None, database_url: str | None
+    clients: int, seconds: float, rate: float | None, database_url: str | None, client: str
 ) -> tuple[Phase, str]:
     home = Path(tempfile.mkdtemp(prefix="aisc-load-"))
     url, drop = throwaway_database(database_url, home, "aisc_load")
     try:
-        phase = serve_and_drive(home, url, clients, seconds, rate)
+        phase = serve_and_drive(home, url, clients, seconds, rate, client)
         stored = count_jobs(url)
         expected = phase.warm + phase.accepted
         if stored != expected:
@@ -346,7 +354,7 @@ def run_aisc(
 
 
 def serve_and_drive(
-    home: Path, url: str, clients: int, seconds: float, rate: float | None
+    home: Path, url: str, clients: int, seconds: float, rate: float | None, client: str
 ) -> Phase:
     server: Server | None = None
     blocker: int | None = None
@@ -366,27 +374,67 @@ def serve_and_drive(
             "name": JOB_NAME,
         }
 
-        def make_submit() -> Submit:
-            # one persistent connection per client, as a client library keeps
-            client = httpx.Client(base_url=base, headers=headers, timeout=60)
-
-            def submit() -> tuple[bool, str]:
-                try:
-                    r = client.post("/api/v1/jobs", json=body)
-                except httpx.HTTPError as exc:
-                    return False, f"{type(exc).__name__}: {exc}"
-                if 200 <= r.status_code < 300:
-                    return True, ""
-                return False, f"{r.status_code} {r.text[:200]}"
-
-            return submit
-
+        make_submit = CLIENTS[client](server.port, headers, body)
         return drive(clients, seconds, make_submit, rate)
     finally:
         if server is not None:
             if blocker is not None:  # its process would outlive the server
                 stop_job(server.base, headers, blocker)
             server.stop()
+
+
+def stdlib_client(port: int, headers: dict[str, str], body: dict[str, object]) -> MakeSubmit:
+    """http.client on one persistent connection: the lightest correct client, about a quarter
+    of a millisecond of CPU per submission, so the clients take little of the machine the
+    server is measured on."""
+    payload = json.dumps(body).encode()
+    sent_headers = {**headers, "Content-Type": "application/json"}
+
+    def make_submit() -> Submit:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+
+        def submit() -> tuple[bool, str]:
+            try:
+                conn.request("POST", "/api/v1/jobs", payload, sent_headers)
+                response = conn.getresponse()
+                answer = response.read()
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()  # the next request opens a new connection
+                return False, f"{type(exc).__name__}: {exc}"
+            if 200 <= response.status < 300:
+                return True, ""
+            return False, f"{response.status} {answer[:200].decode(errors='replace')}"
+
+        return submit
+
+    return make_submit
+
+
+def httpx_client(port: int, headers: dict[str, str], body: dict[str, object]) -> MakeSubmit:
+    """httpx on one persistent connection, as `aisc`'s own CLI talks to the API: about 1 ms of
+    CPU per submission, as much as the server spends on it."""
+
+    def make_submit() -> Submit:
+        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=60)
+
+        def submit() -> tuple[bool, str]:
+            try:
+                r = client.post("/api/v1/jobs", json=body)
+            except httpx.HTTPError as exc:
+                return False, f"{type(exc).__name__}: {exc}"
+            if 200 <= r.status_code < 300:
+                return True, ""
+            return False, f"{r.status_code} {r.text[:200]}"
+
+        return submit
+
+    return make_submit
+
+
+CLIENTS: dict[str, Callable[[int, dict[str, str], dict[str, object]], MakeSubmit]] = {
+    "stdlib": stdlib_client,
+    "httpx": httpx_client,
+}
 
 
 def count_jobs(url: str) -> int:
@@ -499,6 +547,12 @@ def main() -> None:
     parser.add_argument("--slurm-account", default="root", help="account sbatch charges")
     parser.add_argument("--slurm-partition", default="gpu")
     parser.add_argument("--skip-sbatch", action="store_true", help="measure aisc alone")
+    parser.add_argument(
+        "--client",
+        choices=sorted(CLIENTS),
+        default="stdlib",
+        help="the HTTP client aisc's clients use (default: the standard library's http.client)",
+    )
     args = parser.parse_args()
     counts = [int(c) for c in args.clients.split(",")]
     env = None if args.skip_sbatch else slurm_env(args.slurm_conf)
@@ -516,16 +570,32 @@ def main() -> None:
                     "over that time only; `scripts/slurm-dev-cluster start` sets a higher limit",
                     file=sys.stderr,
                 )
-        aisc, database = run_aisc(clients, args.seconds, args.rate, args.database_url)
+        aisc, database = run_aisc(clients, args.seconds, args.rate, args.database_url, args.client)
         held: Phase | None = None
         target = GOAL_FACTOR * sbatch.per_s if sbatch is not None and sbatch.per_s else None
-        if target is not None and args.rate is None:
-            held, _ = run_aisc(clients, args.seconds, target, args.database_url)
-        print(" ".join(result_fields(clients, aisc, sbatch, held, target, args.rate, database)))
+        # back to back, N clients wait N / throughput: at 32, over 50 ms below 640 per second
+        # whatever the server does; then the latency at the goal's rate is measured paced
+        slow = percentile_ms(aisc.latencies, 99) >= GOAL_P99_MS
+        if target is not None and args.rate is None and slow:
+            held, _ = run_aisc(clients, args.seconds, target, args.database_url, args.client)
+        fields = result_fields(clients, aisc, sbatch, held, target, args.rate, database)
+        print(" ".join([*fields, f"client={args.client}"]))
         for label, phase in (("aisc", aisc), ("sbatch", sbatch), ("aisc held", held)):
             if phase is not None and phase.first_error:
                 print(f"{label}: first error: {phase.first_error}", file=sys.stderr)
         sys.stdout.flush()
+
+
+def goal_met(aisc: Phase, held: Phase | None, target: float) -> bool:
+    """At least `target` per second back to back, without errors, and a p99 under the goal's
+    either back to back or, offered `target` per second, while accepting it all."""
+
+    def fast(phase: Phase) -> bool:
+        return phase.errors == 0 and percentile_ms(phase.latencies, 99) < GOAL_P99_MS
+
+    if aisc.per_s < target or aisc.errors:
+        return False
+    return fast(aisc) or (held is not None and held.per_s >= HELD_SHARE * target and fast(held))
 
 
 def result_fields(
@@ -560,21 +630,15 @@ def result_fields(
     if rate is not None:
         fields.append(f"rate={rate:g}")
     if held is not None and target is not None:
-        p99 = percentile_ms(held.latencies, 99)
-        met = (
-            aisc.per_s >= target
-            and held.per_s >= HELD_SHARE * target
-            and held.errors == 0
-            and p99 < GOAL_P99_MS
-        )
         fields += [
             f"held_rate={target:.0f}",
             f"held_per_s={held.per_s:.0f}",
             f"held_p50_ms={percentile_ms(held.latencies, 50):.1f}",
-            f"held_p99_ms={p99:.1f}",
+            f"held_p99_ms={percentile_ms(held.latencies, 99):.1f}",
             f"held_errors={held.errors}",
-            f"goal={'met' if met else 'missed'}",
         ]
+    if target is not None and rate is None:
+        fields.append(f"goal={'met' if goal_met(aisc, held, target) else 'missed'}")
     fields.append(f"database={database}")
     return fields
 
