@@ -383,6 +383,11 @@ def serve_and_drive(
             server.stop()
 
 
+def answered(status: int, text: str) -> tuple[bool, str]:
+    """Accepted (2xx), or what the server said instead."""
+    return (True, "") if 200 <= status < 300 else (False, f"{status} {text[:200]}")
+
+
 def stdlib_client(port: int, headers: dict[str, str], body: dict[str, object]) -> MakeSubmit:
     """http.client on one persistent connection: the lightest correct client, about a quarter
     of a millisecond of CPU per submission, so the clients take little of the machine the
@@ -401,9 +406,7 @@ def stdlib_client(port: int, headers: dict[str, str], body: dict[str, object]) -
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()  # the next request opens a new connection
                 return False, f"{type(exc).__name__}: {exc}"
-            if 200 <= response.status < 300:
-                return True, ""
-            return False, f"{response.status} {answer[:200].decode(errors='replace')}"
+            return answered(response.status, answer.decode(errors="replace"))
 
         return submit
 
@@ -422,9 +425,7 @@ def httpx_client(port: int, headers: dict[str, str], body: dict[str, object]) ->
                 r = client.post("/api/v1/jobs", json=body)
             except httpx.HTTPError as exc:
                 return False, f"{type(exc).__name__}: {exc}"
-            if 200 <= r.status_code < 300:
-                return True, ""
-            return False, f"{r.status_code} {r.text[:200]}"
+            return answered(r.status_code, r.text)
 
         return submit
 
