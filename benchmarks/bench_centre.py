@@ -8,11 +8,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
 from aisc.services import accounts, applications, decisions, rates, reviews, schemes
 from aisc.services.applications import ApplicationRequest, GovernanceAssessment
 from aisc.services.context import SYSTEM, Actor
+from aisc.store.db import make_engine, make_session_factory
+from aisc.store.migrate import upgrade
 from aisc.store.uow import UnitOfWork
 
 
@@ -35,6 +38,15 @@ def throwaway_database(
 
         return make_url(url).set(database=name).render_as_string(hide_password=False), drop
     return f"sqlite:///{folder}/{prefix}.db", lambda: None
+
+
+def open_database(url: str) -> tuple[Engine, Callable[[], UnitOfWork]]:
+    """The database at `url` migrated to the newest schema: its engine (the caller disposes
+    of it) and a unit-of-work factory on it."""
+    upgrade(url)
+    engine = make_engine(url)
+    factory = make_session_factory(engine)
+    return engine, lambda: UnitOfWork(factory)
 
 
 def seed_centre(new_uow: Callable[[], UnitOfWork]) -> tuple[int, int, Actor]:

@@ -19,17 +19,18 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bench_centre import seed_centre, throwaway_database  # benchmarks/, beside this script
+from bench_centre import (  # benchmarks/, beside this script
+    open_database,
+    seed_centre,
+    throwaway_database,
+)
 from sqlalchemy import select
 
 from aisc.domain.model import JobState
 from aisc.services.audit import verify_ledger
 from aisc.services.context import SYSTEM
 from aisc.services.metering import reserve_job, settle_job
-from aisc.store.db import make_engine, make_session_factory
-from aisc.store.migrate import upgrade
 from aisc.store.tables import Allocation, Job
-from aisc.store.uow import UnitOfWork
 
 
 def main() -> None:
@@ -40,13 +41,7 @@ def main() -> None:
         os.environ.get("AISC_DATABASE_URL"), Path(tempfile.mkdtemp(prefix="aisc-bench-"))
     )
     try:
-        upgrade(url)
-        engine = make_engine(url)
-        factory = make_session_factory(engine)
-
-        def new_uow() -> UnitOfWork:
-            return UnitOfWork(factory)
-
+        engine, new_uow = open_database(url)
         allocation_id, user_id, _ = seed_centre(new_uow)
         now = datetime.now(UTC)
         with new_uow() as uow:

@@ -64,15 +64,17 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 import httpx
-from bench_centre import seed_centre, throwaway_database  # benchmarks/, beside this script
+from bench_centre import (  # benchmarks/, beside this script
+    open_database,
+    seed_centre,
+    throwaway_database,
+)
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from aisc.services import accounts
-from aisc.store.db import make_engine, make_session_factory
-from aisc.store.migrate import upgrade
+from aisc.store.db import make_engine
 from aisc.store.tables import Job
-from aisc.store.uow import UnitOfWork
 
 GOAL_FACTOR = 1.5  # the goal: aisc holds this many times sbatch's rate...
 GOAL_P99_MS = 50.0  # ...with a p99 under this
@@ -219,13 +221,7 @@ def drive(
 
 def seed(url: str) -> tuple[int, str]:
     """A centre with one open award; returns its allocation and the grantee's API token."""
-    upgrade(url)
-    engine = make_engine(url)
-    factory = make_session_factory(engine)
-
-    def new_uow() -> UnitOfWork:
-        return UnitOfWork(factory)
-
+    engine, new_uow = open_database(url)
     allocation_id, grantee_id, op = seed_centre(new_uow)
     token = accounts.issue_token(new_uow(), op, grantee_id, "load benchmark")
     engine.dispose()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from aisc.backends.inventory import Node as InventoryNode
 from aisc.domain.model import JobState
@@ -172,3 +173,25 @@ def charged_job(
     request = jobs.JobRequest(allocation_id, ["python", "train.py"], gpus, limit_s)
     job_id = jobs.submit_job(centre.uow(), centre.applicants[org], request).id
     return run_to_completion(centre, job_id, utcnow(), seconds)
+
+
+def application_body(scheme_id: int, **overrides: object) -> dict[str, Any]:
+    """An application as the API takes it (POST /api/v1/applications), starting today."""
+    today = date.today()
+    body: dict[str, Any] = {
+        "scheme_id": scheme_id,
+        "title": "Cantonese LLM",
+        "gpu_model": "H800",
+        "gpu_hours": 1000,
+        "starts_on": str(today),
+        "ends_on": str(today + timedelta(days=90)),
+        "justification": "Continue pre-training a 7B model on 200B tokens in bf16, batch 512.",
+        "governance": {
+            "intended_use": "Chat assistant for public services",
+            "personal_data": False,
+            "risk_tier": "limited",
+            "human_oversight": "Staff review every answer before release.",
+        },
+    }
+    body.update(overrides)
+    return body

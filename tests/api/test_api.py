@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from aisc.runtime import Runtime
 from tests.api.conftest import TokenFor
-from tests.builders import RUBRIC, Centre, add_org, award, build_centre
+from tests.builders import RUBRIC, Centre, add_org, application_body, award, build_centre
 
 API = "/api/v1"
 TODAY = date.today()
@@ -36,26 +36,6 @@ def ledger_count(client: TestClient, headers: dict[str, str]) -> int:
     assert response.status_code == 200
     assert response.json()["ok"], response.json()
     return int(response.json()["transactions"])
-
-
-def application_body(scheme_id: int, **overrides: object) -> dict:  # type: ignore[type-arg]
-    body = {
-        "scheme_id": scheme_id,
-        "title": "Cantonese LLM",
-        "gpu_model": "H800",
-        "gpu_hours": 1000,
-        "starts_on": str(TODAY),
-        "ends_on": str(TODAY + timedelta(days=90)),
-        "justification": "Continue pre-training a 7B model on 200B tokens in bf16, batch 512.",
-        "governance": {
-            "intended_use": "Chat assistant for public services",
-            "personal_data": False,
-            "risk_tier": "limited",
-            "human_oversight": "Staff review every answer before release.",
-        },
-    }
-    body.update(overrides)
-    return body
 
 
 def test_health_needs_no_token_and_names_the_database(client: TestClient, runtime: Runtime) -> None:

@@ -29,6 +29,7 @@ from aisc.runtime import Runtime
 from aisc.services import accounts, applications, jobs
 from aisc.services.context import Actor
 from aisc.store.tables import Allocation
+from tests import builders
 from tests.builders import RUBRIC, Centre, add_org, application_request, award, build_centre
 from tests.conftest import fresh_runtime
 from tests.routes import flat_routes, methods_of
@@ -125,21 +126,7 @@ TODAY = date.today()
 
 
 def application_body(w: World) -> dict[str, Any]:
-    return {
-        "scheme_id": w.centre.scheme_id,
-        "title": "Cantonese LLM",
-        "gpu_model": "H800",
-        "gpu_hours": 100,
-        "starts_on": str(TODAY),
-        "ends_on": str(TODAY + timedelta(days=90)),
-        "justification": "Continue pre-training a 7B model on 200B tokens in bf16, batch 512.",
-        "governance": {
-            "intended_use": "Chat assistant for public services",
-            "personal_data": False,
-            "risk_tier": "limited",
-            "human_oversight": "Staff review every answer before release.",
-        },
-    }
+    return builders.application_body(w.centre.scheme_id, gpu_hours=100)
 
 
 TABLE: dict[tuple[str, str], Entry] = {
